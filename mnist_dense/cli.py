@@ -1,0 +1,84 @@
+"""`python -m mnist_dense fit|validate|test|predict`: LightningCLI with the tutorial as its defaults."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+
+from mnist_dense.data import MNISTDataError, MNISTDataModule
+from mnist_dense.module import MNISTClassifier
+
+DEFAULT_SEED = 0
+RUNS_DIR = "runs"
+TUTORIAL_EPOCHS = 5
+
+# The data is in memory: worker processes would only add overhead.
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+
+
+class MNISTDenseCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val_acc",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "epoch{epoch}-val_acc{val_acc:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="After fit, evaluate the test set once with the best checkpoint, as the tutorial's model.evaluate does.",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        if config.data.val_size == 0 and config.checkpoint.monitor == "val_acc":
+            # No validation set: keep the latest epoch as "best", like the tutorial keeps its final model.
+            config.checkpoint.monitor = None
+            config.checkpoint.filename = "epoch{epoch}"
+        clip = config.trainer.gradient_clip_val
+        if clip:
+            # Lightning clips only under automatic optimization; the module clips each of its steps.
+            config.model.gradient_clip_val, config.trainer.gradient_clip_val = clip, None
+        if config.trainer.accumulate_grad_batches not in (None, 1):
+            self.parser.error(
+                f"--trainer.accumulate_grad_batches={config.trainer.accumulate_grad_batches} is not supported:"
+                " each batch gets its own optimizer step, as in the tutorial. Raise --data.batch_size instead."
+            )
+        if config.trainer.logger in (None, True):
+            config.trainer.logger = {
+                "class_path": f"{CSVLogger.__module__}.{CSVLogger.__qualname__}",
+                "init_args": {"save_dir": config.trainer.default_root_dir or RUNS_DIR, "name": ""},
+            }
+
+    def after_fit(self) -> None:
+        if not self.config.fit.test_after_fit or self.trainer.interrupted:
+            return
+        best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+        results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False)
+        if self.trainer.is_global_zero and results:
+            print(f"Test accuracy: {100 * results[0]['test_acc']:.2f}% on 10,000 images ({best or 'final weights'})")
+
+
+def main(args: list[str] | None = None) -> None:
+    try:
+        MNISTDenseCLI(
+            MNISTClassifier,
+            MNISTDataModule,
+            seed_everything_default=DEFAULT_SEED,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"max_epochs": TUTORIAL_EPOCHS, "default_root_dir": RUNS_DIR},
+            args=args,
+        )
+    except MNISTDataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
