@@ -36,7 +36,7 @@ class MNISTDenseCLI(LightningCLI):
             "--test_after_fit",
             type=bool,
             default=True,
-            help="After fit, evaluate the test set once with the best checkpoint, as the tutorial's model.evaluate does.",
+            help="After fit, evaluate the test set once with the best checkpoint (the tutorial's model.evaluate).",
         )
 
     def before_instantiate_classes(self) -> None:
@@ -64,7 +64,9 @@ class MNISTDenseCLI(LightningCLI):
         if not self.config.fit.test_after_fit or self.trainer.interrupted:
             return
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
-        results = self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False)
+        results = self.trainer.test(
+            self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False
+        )
         if self.trainer.is_global_zero and results:
             print(f"Test accuracy: {100 * results[0]['test_acc']:.2f}% on 10,000 images ({best or 'final weights'})")
 

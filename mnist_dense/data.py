@@ -276,8 +276,10 @@ class MNISTDataModule(L.LightningDataModule):
         batch_size: Training batch size; 32 is Keras' default, as in the tutorial.
         val_size: Training images held out for validation (seeded split); 0 trains on all 60,000 as the tutorial does.
         num_workers: DataLoader worker processes; 0 is fastest since the data is already in memory.
-        normalization: "unit" divides pixels by 255 as the tutorial does; "standard" also subtracts the MNIST mean and divides by its std.
-        steps_per_execution: Optimizer steps per Lightning training step (Keras' name); more steps cut the Trainer's per-step overhead without changing what is computed.
+        normalization: "unit" divides pixels by 255 as the tutorial does; "standard" then subtracts
+            the MNIST mean and divides by its std.
+        steps_per_execution: Optimizer steps per Lightning training step (Keras' name); more cut the
+            Trainer's per-step overhead without changing what is computed.
         eval_batch_size: Batch size for validation, test and predict; it does not change their results.
     """
 
@@ -307,7 +309,11 @@ class MNISTDataModule(L.LightningDataModule):
             raise ValueError(f"MNISTDataModule(normalization={normalization!r}): use 'unit' or 'standard'.")
         self.save_hyperparameters()
         self.data_dir, self.batch_size, self.val_size, self.num_workers = data_dir, batch_size, val_size, num_workers
-        self.normalization, self.steps_per_execution, self.eval_batch_size = normalization, steps_per_execution, eval_batch_size
+        self.normalization, self.steps_per_execution, self.eval_batch_size = (
+            normalization,
+            steps_per_execution,
+            eval_batch_size,
+        )
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
 
     def prepare_data(self) -> None:

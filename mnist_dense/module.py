@@ -71,7 +71,9 @@ class MNISTClassifier(L.LightningModule):
         optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
         if self.hparams.lr_schedule == "constant":
             return optimizer
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr, total_steps=self._total_optimizer_steps())
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.hparams.lr, total_steps=self._total_optimizer_steps()
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _total_optimizer_steps(self) -> int:
@@ -97,6 +99,7 @@ class MNISTClassifier(L.LightningModule):
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         batches = [batch] if isinstance(batch[0], Tensor) else batch
+        clip_norm = self.hparams.gradient_clip_val
         logits_seen, targets_seen, losses, sizes = [], [], [], []
         for images, targets in batches:
             if self._max_steps_reached():
@@ -105,8 +108,8 @@ class MNISTClassifier(L.LightningModule):
             loss = F.cross_entropy(logits, targets)
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
-            if self.hparams.gradient_clip_val:
-                self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip_val, gradient_clip_algorithm="norm")
+            if clip_norm:
+                self.clip_gradients(optimizer, gradient_clip_val=clip_norm, gradient_clip_algorithm="norm")
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
