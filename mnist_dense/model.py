@@ -8,8 +8,9 @@ from mnist_dense.data import IMAGE_SIZE, NUM_CLASSES
 class DenseNet(nn.Module):
     """Returns logits; the tutorial's softmax lives in the loss (cross-entropy) and in `predict_step`.
 
-    PyTorch's default initialization is kept (Keras uses glorot-uniform); both reach the tutorial's
-    accuracy. `hidden=128` gives the tutorial's 101,770 parameters.
+    Weights start as Keras' `Dense` starts them (glorot-uniform, zero bias) rather than PyTorch's
+    default; over seeds 0-2 that gave 97.73/97.46/97.57% against 97.77/97.40/97.44%.
+    `hidden=128` gives the tutorial's 101,770 parameters.
     """
 
     def __init__(self, hidden: int = 128) -> None:
@@ -20,6 +21,10 @@ class DenseNet(nn.Module):
             nn.ReLU(),
             nn.Linear(hidden, NUM_CLASSES),
         )
+        for layer in self.layers:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.layers(images)
