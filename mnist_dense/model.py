@@ -9,7 +9,7 @@ class DenseNet(nn.Module):
     """Returns logits; the tutorial's softmax lives in the loss (cross-entropy) and in `predict_step`.
 
     Weights start as Keras' `Dense` starts them (glorot-uniform, zero bias) rather than PyTorch's
-    default; over seeds 0-2 that gave 97.73/97.46/97.57% against 97.77/97.40/97.44%.
+    default: it is the tutorial's starting point, and it reached its accuracy more reliably here.
     `hidden=128` gives the tutorial's 101,770 parameters.
     """
 
