@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import warnings
 
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
+from mnist_dense.checkpoints import AtomicCheckpointIO, CheckpointError, read_checkpoint, resolve_last
 from mnist_dense.data import MNISTDataError, MNISTDataModule
+from mnist_dense.interrupt import SaveOnInterrupt, interrupted_exit_code
 from mnist_dense.module import MNISTClassifier
 
 DEFAULT_SEED = 0
@@ -40,6 +44,29 @@ class MNISTDenseCLI(LightningCLI):
             default=True,
             help="After fit, evaluate the test set once with the best checkpoint (the tutorial's model.evaluate).",
         )
+
+    def parse_arguments(self, parser, args) -> None:
+        """Resolve `--ckpt_path last` in the run folder and check the checkpoint before any work starts."""
+        super().parse_arguments(parser, args)
+        config = self.config.get(self.config.get("subcommand") or "", None)
+        if not config or not config.get("ckpt_path"):
+            return
+        if config.ckpt_path == "last":
+            config.ckpt_path = str(resolve_last(config.trainer.default_root_dir or RUNS_DIR))
+        saved = read_checkpoint(config.ckpt_path)["hyper_parameters"].get("hidden")
+        asked, default = config.model.hidden, inspect.signature(MNISTClassifier).parameters["hidden"].default
+        if saved is not None and asked not in (saved, default):
+            raise CheckpointError(
+                f"Checkpoint {config.ckpt_path} holds a network with hidden={saved} units, but --model.hidden"
+                f" {asked} was asked for. Drop --model.hidden (the checkpoint's size is used), or drop --ckpt_path"
+                " to train a new network of the size you asked for."
+            )
+
+    def instantiate_trainer(self, **kwargs):
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # leave a user's own CheckpointIO alone
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
@@ -80,10 +107,19 @@ def main(args: list[str] | None = None) -> None:
             MNISTDataModule,
             seed_everything_default=DEFAULT_SEED,
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={"max_epochs": TUTORIAL_EPOCHS, "default_root_dir": RUNS_DIR},
+            trainer_defaults={
+                "max_epochs": TUTORIAL_EPOCHS,
+                "default_root_dir": RUNS_DIR,
+                "callbacks": [SaveOnInterrupt()],
+            },
             parser_kwargs={"description": "The Keras tutorial's MNIST dense network, trained with Lightning."},
             args=args,
         )
-    except MNISTDataError as err:
+    except (MNISTDataError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+    except SystemExit:
+        code = interrupted_exit_code()  # Lightning exits 1 (Ctrl-C) or 0 (SIGTERM) after an interrupt
+        if code is None:
+            raise
+        raise SystemExit(code) from None

@@ -226,6 +226,7 @@ class IndexBatches(DistributedSampler):
         self.length, self.batch_size, self.shuffle, self.seed = length, batch_size, shuffle, seed
         self.group, self.rank, self.num_replicas, self.device = group, rank, world_size, torch.device(device)
         self.epoch = 0
+        self.skip = 0  # Lightning steps already done this epoch (set on a mid-epoch resume); used once
         per_rank = math.ceil(length / world_size) if shuffle else len(range(rank, length, world_size))
         self.num_batches = math.ceil(per_rank / batch_size)
 
@@ -245,11 +246,12 @@ class IndexBatches(DistributedSampler):
         return order[self.rank :: self.num_replicas]
 
     def __iter__(self):
+        skip, self.skip = self.skip, 0
         batches = self._order().to(self.device).split(self.batch_size)
         if not self.group:
-            yield from batches
+            yield from batches[skip:]
             return
-        for start in range(0, len(batches), self.group):
+        for start in range(skip * self.group, len(batches), self.group):
             yield list(batches[start : start + self.group])
 
 

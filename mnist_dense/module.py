@@ -19,6 +19,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_dense.checkpoints import check_state_shapes
 from mnist_dense.data import NUM_CLASSES
 from mnist_dense.model import DenseNet
 
@@ -138,6 +139,10 @@ class MNISTClassifier(L.LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Weights of another hidden size: a message naming both sizes, not load_state_dict's shape error."""
+        check_state_shapes(self._trainer.ckpt_path if self._trainer else None, checkpoint["state_dict"], self)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """Class probabilities (the tutorial's softmax), the predicted digit, and the label if known."""

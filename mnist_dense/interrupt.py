@@ -1,0 +1,99 @@
+"""Ctrl-C and SIGTERM during `fit`: finish the current step, save `interrupted.ckpt`, say how to resume.
+
+Lightning already turns SIGTERM into a stop after the current training step (its `SIGTERMException`,
+raised by every rank together under DDP). Ctrl-C is made to do the same: the first press sets a flag
+that stops training after the step in progress, so the checkpoint holds whole steps and a resumed
+run is exactly the run left alone; a second press stops at once (the checkpoint may then repeat part
+of one step's batches). On resume the sampler skips the steps of the epoch that were already done.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from mnist_dense.checkpoints import INTERRUPTED_NAME
+from mnist_dense.data import IndexBatches
+
+# The signal that interrupted this process's fit, if any; `main()` turns it into the exit status 128 + signal.
+received: signal.Signals | None = None
+
+
+def interrupted_exit_code() -> int | None:
+    """130 after Ctrl-C, 143 after SIGTERM (the shell's convention), None when fit was not interrupted."""
+    return 128 + received if received is not None else None
+
+
+def resume_command(ckpt_path: str | Path, argv: list[str] | None = None) -> str:
+    """The command line that was run, with its --ckpt_path replaced by the interrupted checkpoint."""
+    args, kept = list(sys.argv[1:] if argv is None else argv), []
+    while args:
+        arg = args.pop(0)
+        if arg == "--ckpt_path":
+            args = args[1:]
+        elif not arg.startswith("--ckpt_path="):
+            kept.append(arg)
+    return shlex.join(["python", "-m", "mnist_dense", *kept, "--ckpt_path", str(ckpt_path)])
+
+
+class SaveOnInterrupt(Callback):
+    """Saves `interrupted.ckpt` in the run's checkpoint folder on Ctrl-C or SIGTERM (rank 0 writes).
+
+    Not Lightning's `OnExceptionCheckpoint`: with one present, a `fit` without `--ckpt_path` silently
+    resumes from its file; here resuming is always asked for.
+    """
+
+    def __init__(self) -> None:
+        self.ckpt_path = INTERRUPTED_NAME
+        self._stop_requested = False
+        self._previous_sigint: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        global received
+        received, self._stop_requested = None, False
+        folder = (trainer.checkpoint_callback and trainer.checkpoint_callback.dirpath) or trainer.default_root_dir
+        self.ckpt_path = str(Path(folder) / INTERRUPTED_NAME)
+        if trainer.fit_loop.restarted_mid_epoch:
+            sampler = getattr(trainer.train_dataloader, "sampler", None)
+            if isinstance(sampler, IndexBatches):
+                sampler.skip = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again stops at once).", flush=True)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self._stop_requested:
+            raise KeyboardInterrupt
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        global received
+        if isinstance(exception, KeyboardInterrupt):
+            received = signal.SIGINT
+        elif isinstance(exception, SIGTERMException):
+            received = signal.SIGTERM
+        else:
+            return  # a bug or bad input: nothing worth resuming from, and the error says what to fix
+        if trainer.state.fn != "fit" or trainer.lightning_module is None:
+            return
+        trainer.save_checkpoint(self.ckpt_path)  # every rank joins; the strategy lets rank 0 write
+        rank_zero_info(
+            f"\n{received.name}: training stopped at epoch {trainer.current_epoch}, step {trainer.global_step};"
+            f" saved {self.ckpt_path}.\nResume with:\n  {resume_command(self.ckpt_path)}"
+        )
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
