@@ -7,11 +7,16 @@ import sys
 import warnings
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
-from mnist_dense.checkpoints import AtomicCheckpointIO, CheckpointError, read_checkpoint, resolve_last
+from mnist_dense.checkpoints import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    LatestAndBestCheckpoint,
+    read_checkpoint,
+    resolve_last,
+)
 from mnist_dense.data import MNISTDataError, MNISTDataModule
 from mnist_dense.interrupt import SaveOnInterrupt, interrupted_exit_code
 from mnist_dense.module import MNISTClassifier
@@ -28,7 +33,7 @@ warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
 
 class MNISTDenseCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LatestAndBestCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val_acc",

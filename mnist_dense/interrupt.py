@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,9 @@ class SaveOnInterrupt(Callback):
             sampler = getattr(trainer.train_dataloader, "sampler", None)
             if isinstance(sampler, IndexBatches):
                 sampler.skip = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+                warnings.filterwarnings("ignore", ".*dataloader is not resumable.*")  # this one resumes
         self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+        rank_zero_info(f"Ctrl-C or SIGTERM stops after the current step and saves {self.ckpt_path} to resume from.")
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self._stop_requested:

@@ -1,0 +1,181 @@
+"""Resume: a stopped-and-resumed run ends where the same run left alone ends, bit for bit on the CPU."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_dense.checkpoints import AtomicCheckpointIO, find_latest_checkpoint, read_checkpoint
+from mnist_dense.cli import main
+from tests.conftest import REPO
+
+TINY = ["--data.val_size", "100", "--data.batch_size", "32", "--test_after_fit", "false"]
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> None:
+    """One thread a process (here and in ENV): on a busy shared CPU, idle OpenMP threads spinning for cores make training 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def fit(root: Path, *args: str) -> None:
+    """`python -m mnist_dense fit` in this process (so the tiny data fixture applies)."""
+    main(["fit", "--trainer.default_root_dir", str(root), *QUIET, *args])
+
+
+def assert_same_training_state(a: Path, b: Path) -> None:
+    """Weights, Adam's moments and step counts, scheduler state: all bitwise equal."""
+    first, second = read_checkpoint(a), read_checkpoint(b)
+    assert first["global_step"] == second["global_step"] and first["epoch"] == second["epoch"]
+    for name, tensor in first["state_dict"].items():
+        assert torch.equal(tensor, second["state_dict"][name]), name
+    for state_a, state_b in zip(
+        first["optimizer_states"][0]["state"].values(), second["optimizer_states"][0]["state"].values(), strict=True
+    ):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(state_a[key], state_b[key]), key
+    assert first["lr_schedulers"] == second["lr_schedulers"]
+
+
+def epoch_metrics(root: Path, epoch: int) -> dict[str, str]:
+    """The metrics logged for one epoch, from whichever version_N folder logged them."""
+    rows = [row for path in sorted(root.glob("version_*/metrics.csv")) for row in csv.DictReader(path.open())]
+    merged: dict[str, str] = {}
+    for row in rows:
+        if row["epoch"] == str(epoch):
+            merged.update({key: value for key, value in row.items() if value and key not in ("step", "epoch")})
+    return merged
+
+
+def test_one_epoch_then_resume_last_equals_two_epochs(tiny_mnist: Path, tmp_path: Path) -> None:
+    data = ["--data.data_dir", str(tiny_mnist), "--data.steps_per_execution", "4", *TINY]
+    fit(tmp_path / "alone", *data, "--trainer.max_epochs", "2")
+    fit(tmp_path / "resumed", *data, "--trainer.max_epochs", "1")
+    first_run = {p: p.read_bytes() for p in (tmp_path / "resumed").rglob("*") if p.is_file()}
+    fit(tmp_path / "resumed", *data, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+
+    assert_same_training_state(
+        tmp_path / "alone" / "version_0" / "checkpoints" / "last.ckpt",
+        tmp_path / "resumed" / "version_1" / "checkpoints" / "last.ckpt",
+    )
+    assert epoch_metrics(tmp_path / "alone", 1) == epoch_metrics(tmp_path / "resumed", 1)
+    assert {p: p.read_bytes() for p in first_run} == first_run  # the first run's files are untouched
+
+
+def test_onecycle_resumed_from_an_epoch_checkpoint_equals_the_run_left_alone(tiny_mnist: Path, tmp_path: Path) -> None:
+    data = ["--data.data_dir", str(tiny_mnist), "--data.steps_per_execution", "3", *TINY]
+    schedule = ["--model.lr_schedule", "onecycle", "--trainer.max_epochs", "3", "--checkpoint.save_top_k", "-1"]
+    fit(tmp_path / "alone", *data, *schedule)
+    epoch1 = next((tmp_path / "alone" / "version_0" / "checkpoints").glob("epoch1-*.ckpt"))
+    fit(tmp_path / "resumed", *data, *schedule, "--ckpt_path", str(epoch1))
+    assert_same_training_state(
+        tmp_path / "alone" / "version_0" / "checkpoints" / "last.ckpt",
+        tmp_path / "resumed" / "version_0" / "checkpoints" / "last.ckpt",
+    )
+
+
+def test_ckpt_path_last_picks_the_newest_checkpoint_of_the_run_folder(tmp_path: Path) -> None:
+    older, newer = tmp_path / "version_0" / "checkpoints" / "last.ckpt", tmp_path / "version_1" / "checkpoints"
+    older.parent.mkdir(parents=True)
+    newer.mkdir(parents=True)
+    older.write_bytes(b"x")
+    (newer / "interrupted.ckpt").write_bytes(b"x")
+    (newer / ".last.ckpt.partial").write_bytes(b"x")  # a save that never finished is not a candidate
+    os.utime(older, ns=(1, 1))
+    assert find_latest_checkpoint(tmp_path) == newer / "interrupted.ckpt"
+    assert find_latest_checkpoint(tmp_path / "version_0") == older
+
+
+# --- interrupted runs: real processes, real signals, on the bundled MNIST ---------------------------
+
+REAL = ["--data.val_size", "0", "--data.steps_per_execution", "1", "--trainer.max_epochs", "1"]
+REAL += ["--trainer.limit_train_batches", "300", "--test_after_fit", "false", *QUIET]
+
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+    env = ENV
+    command = [sys.executable, "-m", "mnist_dense", *args]
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_line(process: subprocess.Popen, pattern: str) -> list[str]:
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if pattern in line:
+            return lines
+    raise AssertionError(f"{pattern!r} never printed:\n{''.join(lines)[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def run_left_alone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("alone")
+    process = start_cli("fit", "--trainer.default_root_dir", str(root), *REAL)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-3000:]
+    return root / "version_0" / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_saves_and_the_printed_command_resumes_exactly(
+    sig: signal.Signals, code: int, run_left_alone: Path, tmp_path: Path
+) -> None:
+    process = start_cli("fit", "--trainer.default_root_dir", str(tmp_path), *REAL)
+    lines = wait_for_line(process, "Ctrl-C or SIGTERM stops")  # printed once the handlers are in place
+    process.send_signal(sig)
+    rest, _ = process.communicate(timeout=120)
+    output = "".join(lines) + rest
+    assert process.returncode == code, output[-3000:]
+    saved = tmp_path / "version_0" / "checkpoints" / "interrupted.ckpt"
+    assert 0 < read_checkpoint(saved)["global_step"] < 300  # stopped mid-epoch
+    command = re.search(r"Resume with:\n\s+(.+)", output).group(1)
+    assert command.endswith(f"--ckpt_path {saved}")
+
+    resumed = subprocess.run(
+        [sys.executable, *shlex.split(command)[1:]], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_training_state(run_left_alone, tmp_path / "version_1" / "checkpoints" / "last.ckpt")
+    assert saved.exists()  # the interrupted run's folder is left as it was
+
+
+def test_sigkill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path: Path) -> None:
+    """The process dies for real (SIGKILL) after the new bytes are written, before they are renamed."""
+    target = tmp_path / "last.ckpt"
+    script = textwrap.dedent(f"""
+        import os, signal, torch
+        from mnist_dense.checkpoints import AtomicCheckpointIO
+        io = AtomicCheckpointIO()
+        io.save_checkpoint({{"state_dict": {{"w": torch.zeros(3)}}, "generation": 1}}, {str(target)!r})
+        os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
+        io.save_checkpoint({{"state_dict": {{"w": torch.ones(100_000)}}, "generation": 2}}, {str(target)!r})
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=120)
+    assert result.returncode == -signal.SIGKILL
+    assert torch.load(target, weights_only=True)["generation"] == 1
+    assert find_latest_checkpoint(tmp_path) == target
+
+
+def test_atomic_save_replaces_the_file_and_leaves_no_partial(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "last.ckpt"
+    for generation in (1, 2):
+        AtomicCheckpointIO().save_checkpoint({"generation": generation}, target)
+    assert torch.load(target, weights_only=True) == {"generation": 2}
+    assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
