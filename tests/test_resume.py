@@ -25,7 +25,7 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 
 @pytest.fixture(autouse=True)
 def one_thread() -> None:
-    """One thread a process (here and in ENV): on a busy shared CPU, idle OpenMP threads spinning for cores make training 10x slower."""
+    """One thread a process (here and in ENV): on a busy shared CPU, spinning OpenMP threads slow training 10x."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
