@@ -147,12 +147,23 @@ def test_signal_saves_and_the_printed_command_resumes_exactly(
     assert 0 < read_checkpoint(saved)["global_step"] < 300  # stopped mid-epoch
     command = re.search(r"Resume with:\n\s+(.+)", output).group(1)
     assert command.endswith(f"--ckpt_path {saved}")
+    if sig == signal.SIGTERM:  # steps of another size cannot skip what was done: refused, not guessed
+        other = subprocess.run(
+            [sys.executable, *shlex.split(command)[1:], "--data.batch_size", "64"],
+            cwd=REPO,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert other.returncode == 1 and "middle of an epoch" in other.stderr and str(saved) in other.stderr
 
     resumed = subprocess.run(
         [sys.executable, *shlex.split(command)[1:]], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert_same_training_state(run_left_alone, tmp_path / "version_1" / "checkpoints" / "last.ckpt")
+    last = max(tmp_path.glob("version_*/checkpoints/last.ckpt"))  # version_1, or version_2 after the refusal
+    assert_same_training_state(run_left_alone, last)
     assert saved.exists()  # the interrupted run's folder is left as it was
 
 
