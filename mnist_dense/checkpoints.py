@@ -117,8 +117,9 @@ def check_state_shapes(path: str | Path | None, saved: dict[str, torch.Tensor], 
     for name, tensor in saved.items():
         if name in expected and tuple(expected[name].shape) != tuple(tensor.shape):
             hidden_saved, hidden_model = _hidden(saved), _hidden(expected)
+            which = f"Checkpoint {path}" if path else "The checkpoint"
             raise CheckpointError(
-                f"Checkpoint {path or ''} holds a network with hidden={hidden_saved} units, but the model built"
+                f"{which} holds a network with hidden={hidden_saved} units, but the model built"
                 f" here has hidden={hidden_model} ({name}: {tuple(tensor.shape)} vs {tuple(expected[name].shape)})."
                 f" Drop --model.hidden (the checkpoint's size is then used) or pass --model.hidden {hidden_saved}."
             )
