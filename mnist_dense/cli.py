@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
 from mnist_dense.data import MNISTDataError, MNISTDataModule
 from mnist_dense.module import MNISTClassifier
+from mnist_dense.own_images import OwnImagesError
+from mnist_dense.plots import RunPlots
+from mnist_dense.predict import PredictionCSVWriter
 
 DEFAULT_SEED = 0
 RUNS_DIR = "runs"
@@ -34,6 +39,9 @@ class MNISTDenseCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        # Always on (also when --trainer.callbacks is given): pictures of each run, predictions.csv for predict.
+        parser.add_lightning_class_args(RunPlots, "plots")
+        parser.add_lightning_class_args(PredictionCSVWriter, "predictions")
         parser.add_argument(
             "--test_after_fit",
             type=bool,
@@ -41,8 +49,19 @@ class MNISTDenseCLI(LightningCLI):
             help="After fit, evaluate the test set once with the best checkpoint (the tutorial's model.evaluate).",
         )
 
+    def _normalization_from_checkpoint(self, config) -> None:
+        """Evaluate and predict with the input scaling the checkpoint was trained with."""
+        ckpt_path = config.get("ckpt_path")
+        if self.subcommand == "fit" or not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        trained = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters", {})
+        if trained.get("normalization", config.data.normalization) != config.data.normalization:
+            print(f"Using normalization {trained['normalization']!r}, as {ckpt_path} was trained with.")
+            config.data.normalization = trained["normalization"]
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        self._normalization_from_checkpoint(config)
         if config.data.val_size == 0 and config.checkpoint.monitor == "val_acc":
             # No validation set: keep the latest epoch as "best", like the tutorial keeps its final model.
             config.checkpoint.monitor = None
@@ -84,6 +103,6 @@ def main(args: list[str] | None = None) -> None:
             parser_kwargs={"description": "The Keras tutorial's MNIST dense network, trained with Lightning."},
             args=args,
         )
-    except MNISTDataError as err:
+    except (MNISTDataError, OwnImagesError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
