@@ -95,9 +95,14 @@ def load_own_images(pattern: str) -> OwnImages:
     images, names, failures = [], [], {}
     for path in files:
         try:
-            images.append(prepare_digit(decode_image(str(path), mode=ImageReadMode.GRAY)))
+            picture = decode_image(str(path), mode=ImageReadMode.GRAY)
+        except (RuntimeError, OSError):
+            failures[str(path)] = "not a readable image (use PNG or JPEG)"
+            continue
+        try:
+            images.append(prepare_digit(picture))
             names.append(str(path))
-        except (RuntimeError, ValueError, OSError) as err:
-            failures[str(path)] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'unreadable'}"
+        except ValueError as err:
+            failures[str(path)] = str(err)
     stacked = torch.stack(images) if images else torch.zeros(0, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)
     return OwnImages(stacked, names, failures, [str(p) for p in files])
