@@ -74,3 +74,12 @@ def test_accuracy_at_shift_zero_is_the_test_accuracy_and_falls_with_shift(
     assert table[0] > table[2] > table[3]  # the bars move onto other classes' columns
     assert (tmp_path / "shift" / "shift_accuracy.png").stat().st_size > 0
     assert f"{100 * test_acc:.2f}%" in capsys.readouterr().out.split("shift_accuracy.csv")[0]
+
+
+def test_a_negative_translation_is_refused_at_parse_time(capsys: pytest.CaptureFixture) -> None:
+    from mnist_dense.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--data.max_translate", "-1"])
+    assert exit_info.value.code == 2
+    assert "data.max_translate" in capsys.readouterr().err
