@@ -68,6 +68,7 @@ def save_plot(table: dict[str, list[float]], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, values in table.items():
         ax.plot(range(len(values)), [100 * v for v in values], "o-", label=name)
+    ax.set_xticks(range(max(len(values) for values in table.values())))
     ax.set_xlabel("shift (pixels, mean of 8 directions)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Accuracy on shifted test digits")
