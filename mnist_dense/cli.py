@@ -20,6 +20,9 @@ from mnist_dense.checkpoints import (
 from mnist_dense.data import MNISTDataError, MNISTDataModule
 from mnist_dense.interrupt import SaveOnInterrupt, interrupted_exit_code
 from mnist_dense.module import MNISTClassifier
+from mnist_dense.own_images import OwnImagesError
+from mnist_dense.plots import RunPlots
+from mnist_dense.predict import PredictionCSVWriter
 
 DEFAULT_SEED = 0
 RUNS_DIR = "runs"
@@ -43,6 +46,9 @@ class MNISTDenseCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        # Always on (also when --trainer.callbacks is given): pictures of each run, predictions.csv for predict.
+        parser.add_lightning_class_args(RunPlots, "plots")
+        parser.add_lightning_class_args(PredictionCSVWriter, "predictions")
         parser.add_argument(
             "--test_after_fit",
             type=bool,
@@ -73,8 +79,19 @@ class MNISTDenseCLI(LightningCLI):
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
 
+    def _normalization_from_checkpoint(self, config) -> None:
+        """Evaluate and predict with the input scaling the checkpoint was trained with."""
+        ckpt_path = config.get("ckpt_path")
+        if self.subcommand == "fit" or not ckpt_path:
+            return
+        trained = read_checkpoint(ckpt_path).get("datamodule_hyper_parameters", {})
+        if trained.get("normalization", config.data.normalization) != config.data.normalization:
+            print(f"Using normalization {trained['normalization']!r}, as {ckpt_path} was trained with.")
+            config.data.normalization = trained["normalization"]
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        self._normalization_from_checkpoint(config)
         if config.data.val_size == 0 and config.checkpoint.monitor == "val_acc":
             # No validation set: keep the latest epoch as "best", like the tutorial keeps its final model.
             config.checkpoint.monitor = None
@@ -102,7 +119,8 @@ class MNISTDenseCLI(LightningCLI):
             self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False
         )
         if self.trainer.is_global_zero and results:
-            print(f"Test accuracy: {100 * results[0]['test_acc']:.2f}% on 10,000 images ({best or 'final weights'})")
+            count = len(self.datamodule.splits["test"][1])
+            print(f"Test accuracy: {100 * results[0]['test_acc']:.2f}% on {count:,} images ({best or 'final weights'})")
 
 
 def main(args: list[str] | None = None) -> None:
@@ -120,7 +138,7 @@ def main(args: list[str] | None = None) -> None:
             parser_kwargs={"description": "The Keras tutorial's MNIST dense network, trained with Lightning."},
             args=args,
         )
-    except (MNISTDataError, CheckpointError) as err:
+    except (MNISTDataError, CheckpointError, OwnImagesError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     except SystemExit:

@@ -1,0 +1,127 @@
+"""`python -m mnist_dense.shift --ckpt_path CKPT`: test accuracy on digits shifted off centre.
+
+The tutorial ends by saying that a dense network only knows centred digits. This measures it: every
+test digit is shifted by 0, 1, ..., N pixels in each of eight directions (up, down, left, right and
+the diagonals; a diagonal shift of s moves s rows and s columns), and the accuracy per shift is the
+mean over the directions. Prints a table, writes shift_accuracy.csv and shift_accuracy.png. Several
+checkpoints (for instance without and with `--data.max_translate`) go side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+from torchmetrics.classification import MulticlassAccuracy  # noqa: E402
+
+from mnist_dense.data import NUM_CLASSES, MNISTDataError, load_split, to_model_input  # noqa: E402
+from mnist_dense.module import MNISTClassifier  # noqa: E402
+from mnist_dense.translate import DIRECTIONS, shift_images  # noqa: E402
+
+
+@torch.inference_mode()
+def accuracy(model: MNISTClassifier, images: Tensor, labels: Tensor, normalization: str) -> float:
+    """Micro accuracy (as Keras and `test` count it) of uint8 images (N, 28, 28)."""
+    metric = MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro")
+    for start in range(0, len(labels), 1000):
+        batch = to_model_input(images[start : start + 1000], normalization)
+        metric.update(model(batch), labels[start : start + 1000])
+    return float(metric.compute())
+
+
+def shift_accuracies(
+    model: MNISTClassifier, images: Tensor, labels: Tensor, normalization: str, max_shift: int
+) -> list[float]:
+    """Accuracy at each shift 0..max_shift, averaged over the eight directions."""
+    results = [accuracy(model, images, labels, normalization)]
+    for size in range(1, max_shift + 1):
+        per_direction = [
+            accuracy(model, shift_images(images, rows * size, cols * size), labels, normalization)
+            for rows, cols in DIRECTIONS
+        ]
+        results.append(sum(per_direction) / len(per_direction))
+    return results
+
+
+def load_checkpoint(path: Path) -> tuple[MNISTClassifier, str]:
+    """The model, in eval mode on the CPU, and the normalization it was trained with."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--ckpt_path {path}: no such file. Give a checkpoint written by `python -m mnist_dense fit`,"
+            " e.g. runs/version_0/checkpoints/last.ckpt."
+        )
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    normalization = checkpoint.get("datamodule_hyper_parameters", {}).get("normalization", "unit")
+    model = MNISTClassifier.load_from_checkpoint(path, map_location="cpu").eval()
+    return model, normalization
+
+
+def save_plot(table: dict[str, list[float]], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, values in table.items():
+        ax.plot(range(len(values)), [100 * v for v in values], "o-", label=name)
+    ax.set_xticks(range(max(len(values) for values in table.values())))
+    ax.set_xlabel("shift (pixels, mean of 8 directions)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy on shifted test digits")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def parse_args(args: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mnist_dense.shift", description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt_path", type=Path, nargs="+", required=True, help="One or more checkpoints.")
+    parser.add_argument("--names", nargs="+", help="A column name per checkpoint (default: the paths).")
+    parser.add_argument("--max_shift", type=int, default=4, help="Largest shift in pixels (0-14).")
+    parser.add_argument("--out", type=Path, default=Path("runs/shift"), help="Folder for the CSV and PNG.")
+    parser.add_argument("--data_dir", default="data", help="Folder holding MNIST/raw (as --data.data_dir).")
+    options = parser.parse_args(args)
+    if not 0 <= options.max_shift <= 14:
+        parser.error(f"--max_shift {options.max_shift}: use 0 to 14 (a 28-pixel digit shifted 14 is half gone).")
+    if options.names and len(options.names) != len(options.ckpt_path):
+        parser.error(f"--names: {len(options.names)} names for {len(options.ckpt_path)} checkpoints.")
+    return options
+
+
+def main(args: list[str] | None = None) -> None:
+    options = parse_args(args)
+    names = options.names or [str(p) for p in options.ckpt_path]
+    try:
+        images, labels = load_split(options.data_dir, "test")
+        models = [load_checkpoint(path) for path in options.ckpt_path]
+    except (MNISTDataError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    table = {
+        name: shift_accuracies(model, images, labels, normalization, options.max_shift)
+        for name, (model, normalization) in zip(names, models, strict=True)
+    }
+    print("shift  " + "  ".join(f"{name:>12}" for name in names))
+    for size in range(options.max_shift + 1):
+        print(f"{size:>5}  " + "  ".join(f"{100 * table[name][size]:>11.2f}%" for name in names))
+    options.out.mkdir(parents=True, exist_ok=True)
+    csv_path = options.out / "shift_accuracy.csv"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["shift", *names])
+        for size in range(options.max_shift + 1):
+            writer.writerow([size, *(f"{table[name][size]:.6f}" for name in names)])
+    print(f"Saved {csv_path}")
+    print(f"Saved {save_plot(table, options.out / 'shift_accuracy.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""`predict`: one CSV row per image; your own pictures are made to look like MNIST digits first."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import write_png
+
+from mnist_dense.cli import main
+from mnist_dense.own_images import DIGIT_BOX, OwnImagesError, load_own_images, prepare_digit
+from tests.conftest import tiny_digits
+from tests.tiny_runs import fit_tiny
+
+
+def predict(ckpt: Path, root: Path, *extra: str) -> list[dict[str, str]]:
+    main(["predict", "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(root), "--data.val_size", "100",
+          "--trainer.enable_progress_bar", "false", *extra])  # fmt: skip
+    (csv_path,) = root.glob("version_*/predictions.csv")
+    with open(csv_path) as f:
+        return list(csv.DictReader(f))
+
+
+def bar_digit(label: int, *, dark_on_light: bool, size: int = 140) -> torch.Tensor:
+    """A big drawing of the tiny data's digit `label` (a vertical bar), off centre, as a grayscale PNG would hold."""
+    image = torch.zeros(1, size, size, dtype=torch.uint8)
+    column = 5 * (2 + 2 * label)  # the tiny digits' bar, at 5x scale
+    image[0, 20:120, column : column + 20] = 255
+    return 255 - image if dark_on_light else image
+
+
+def test_predict_writes_a_row_per_test_image(tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ckpt = fit_tiny(tiny_mnist, tmp_path / "fit", "--data.normalization", "standard") / "checkpoints" / "last.ckpt"
+    rows = predict(ckpt, tmp_path / "predict", "--data.data_dir", str(tiny_mnist))  # normalization from the ckpt
+    assert "predictions.csv" in capsys.readouterr().out
+    _, labels = tiny_digits(200, seed=1)
+    assert list(rows[0]) == ["image", "predicted", "probability", "label", "error"]
+    assert [row["image"] for row in rows] == [f"test[{i}]" for i in range(200)]
+    assert [int(row["label"]) for row in rows] == labels.tolist()
+    assert all(0.0 <= float(row["probability"]) <= 1.0 and not row["error"] for row in rows)
+    right = sum(row["predicted"] == row["label"] for row in rows)
+    assert right >= 180  # the bars are easy: the trained model gets nearly all
+
+
+def test_own_images_are_prepared_as_mnist_was() -> None:
+    digit = prepare_digit(bar_digit(3, dark_on_light=True))
+    assert digit.dtype == torch.uint8 and digit.shape == (28, 28)
+    assert digit[0].max() == 0 and digit[:, 0].max() == 0  # inverted: the paper became black
+    assert digit.max() == 255  # the ink is white
+    rows, cols = (digit > 50).any(dim=1).nonzero().flatten(), (digit > 50).any(dim=0).nonzero().flatten()
+    assert int(rows[-1] - rows[0]) + 1 == DIGIT_BOX  # the tall side scaled to 20 pixels
+    assert int(cols[-1] - cols[0]) + 1 == 4  # and the 100x20 bar keeps its aspect: 20x4
+    mass = digit.float()
+    centre_row = (mass.sum(dim=1) * torch.arange(28)).sum() / mass.sum()
+    centre_col = (mass.sum(dim=0) * torch.arange(28)).sum() / mass.sum()
+    assert abs(centre_row - 13.5) <= 0.5 and abs(centre_col - 13.5) <= 0.5  # centred by mass, not left where drawn
+    assert torch.equal(digit, prepare_digit(bar_digit(3, dark_on_light=False)))  # light-on-dark: same digit
+
+
+def test_own_images_predicted_and_unreadable_file_gets_an_error_row(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ckpt = fit_tiny(tiny_mnist, tmp_path / "fit") / "checkpoints" / "last.ckpt"
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    write_png(bar_digit(4, dark_on_light=True), str(folder / "a_four.png"))
+    (folder / "b_broken.png").write_bytes(b"this is not a PNG")
+    write_png(torch.full((1, 30, 30), 200, dtype=torch.uint8), str(folder / "c_blank.png"))
+    rows = predict(ckpt, tmp_path / "predict", "--data.data_dir", str(tiny_mnist), "--data.predict_images", str(folder))
+    assert [Path(row["image"]).name for row in rows] == ["a_four.png", "b_broken.png", "c_blank.png"]
+    four, broken, blank = rows
+    assert four["error"] == "" and four["label"] == "" and 0.0 <= float(four["probability"]) <= 1.0
+    assert broken["predicted"] == "" and "not a readable image" in broken["error"]
+    assert blank["predicted"] == "" and "no ink" in blank["error"]
+    assert "1 images predicted, 2 unreadable" in capsys.readouterr().out
+
+
+def test_an_empty_folder_or_glob_is_a_clear_error(tiny_mnist: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(OwnImagesError, match="the folder .*empty matches no files"):
+        load_own_images(str(tmp_path / "empty"))
+    ckpt = fit_tiny(tiny_mnist, tmp_path / "fit", "--test_after_fit", "false") / "checkpoints" / "last.ckpt"
+    with pytest.raises(SystemExit) as exit_info:
+        predict(ckpt, tmp_path / "predict", "--data.data_dir", str(tiny_mnist),
+                "--data.predict_images", str(tmp_path / "nowhere" / "*.png"))  # fmt: skip
+    assert exit_info.value.code == 1
+    assert not list((tmp_path / "predict").glob("version_*/predictions.csv"))
+
+
+def test_real_digits_drawn_large_dark_and_off_centre_come_back_as_mnist_digits() -> None:
+    from torchvision.transforms.v2 import functional as TF
+
+    from mnist_dense.data import load_split
+    from tests.conftest import BUNDLED_DATA
+
+    images, _ = load_split(BUNDLED_DATA, "test")
+    similarity = []
+    for i, digit in enumerate(images[:50]):
+        big = TF.resize(digit[None], [112, 112], antialias=True)  # 4x, as a photo or a scan would be
+        page = torch.full((1, 200, 240), 235, dtype=torch.uint8)  # light paper
+        top, left = 10 + i, 120 - 2 * i  # a different place on the page each time
+        page[:, top : top + 112, left : left + 112] = 235 - (big.float() * 215 / 255).round().to(torch.uint8)
+        prepared, original = prepare_digit(page).float().flatten(), digit.float().flatten()
+        similarity.append(float(prepared @ original / prepared.norm() / original.norm()))
+    assert (
+        sum(similarity) / len(similarity) > 0.75
+    )  # cosine similarity to the MNIST original (inverted and squashed to 28x28: 0.35)

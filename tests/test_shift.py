@@ -1,0 +1,85 @@
+"""Shifted digits: the batch translations are exact, and shift 0 is the plain test accuracy."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_dense.data import MNISTDataModule
+from mnist_dense.shift import main
+from mnist_dense.translate import random_translate, shift_images, translate
+from tests.conftest import tiny_digits
+from tests.tiny_runs import fit_tiny, logged
+
+
+def test_translate_moves_each_digit_by_its_own_offset_and_keeps_the_ink() -> None:
+    images = torch.zeros(3, 28, 28, dtype=torch.uint8)
+    images[:, 10:18, 12:16] = torch.randint(1, 256, (3, 8, 4), dtype=torch.uint8)
+    offsets = torch.tensor([[2, -3], [-4, 4], [0, 0]])
+    moved = translate(images, offsets)
+    assert moved.dtype == torch.uint8 and moved.shape == images.shape
+    for image, out, (rows, cols) in zip(images, moved, offsets.tolist(), strict=True):
+        assert torch.equal(out, torch.roll(image, (rows, cols), dims=(0, 1)))  # ink far from the edges: a roll
+    assert torch.equal(moved.sum(dim=(1, 2), dtype=torch.long), images.sum(dim=(1, 2), dtype=torch.long))
+
+
+def test_ink_shifted_past_the_edge_is_dropped_not_wrapped() -> None:
+    image = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    image[0, :, 26:] = 200
+    moved = shift_images(image, 0, 3)
+    assert moved.max() == 0  # nothing came back on the left
+
+
+def test_random_translate_stays_within_the_limit() -> None:
+    torch.manual_seed(0)
+    images = torch.zeros(500, 28, 28, dtype=torch.uint8)
+    images[:, 14, 14] = 255
+    moved = random_translate(images, 3)
+    rows, cols = (moved == 255).nonzero()[:, 1:].T
+    assert len(rows) == 500  # one ink pixel each, none lost
+    assert rows.min() == 11 and rows.max() == 17 and cols.min() == 11 and cols.max() == 17  # every offset -3..3 used
+
+
+def test_only_training_batches_are_translated() -> None:
+    module = MNISTDataModule(max_translate=3)
+    images, labels = tiny_digits(64, seed=3)
+
+    class Trainer:
+        training = False
+
+    module.trainer = Trainer()
+    evaluated = module.on_after_batch_transfer((images, labels), 0)
+    assert torch.equal(evaluated[0], images.float() / 255)
+    Trainer.training = True
+    grouped = module.on_after_batch_transfer([(images, labels), (images, labels)], 0)  # steps_per_execution
+    assert all(not torch.equal(x, images.float() / 255) for x, _ in grouped)
+    assert all(torch.equal(y, labels) for _, y in grouped)
+
+
+def test_accuracy_at_shift_zero_is_the_test_accuracy_and_falls_with_shift(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    log_dir = fit_tiny(tiny_mnist, tmp_path / "runs", "--data.normalization", "standard")
+    test_acc = logged(log_dir, "test_acc")[-1]
+    best = next((log_dir / "checkpoints").glob("epoch*.ckpt"))  # what `fit` tested
+    main(["--ckpt_path", str(best), "--names", "tiny", "--max_shift", "3", "--data_dir", str(tiny_mnist),
+          "--out", str(tmp_path / "shift")])  # fmt: skip
+    with open(tmp_path / "shift" / "shift_accuracy.csv") as f:
+        table = [float(row["tiny"]) for row in csv.DictReader(f)]
+    assert len(table) == 4
+    assert table[0] == pytest.approx(test_acc, abs=1e-6)
+    assert table[0] > table[2] > table[3]  # the bars move onto other classes' columns
+    assert (tmp_path / "shift" / "shift_accuracy.png").stat().st_size > 0
+    assert f"{100 * test_acc:.2f}%" in capsys.readouterr().out.split("shift_accuracy.csv")[0]
+
+
+def test_a_negative_translation_is_refused_at_parse_time(capsys: pytest.CaptureFixture) -> None:
+    from mnist_dense.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["fit", "--data.max_translate", "-1"])
+    assert exit_info.value.code == 2
+    assert "data.max_translate" in capsys.readouterr().err
