@@ -45,6 +45,7 @@ class RunPlots(L.Callback):
         self.wrong_titles: list[str] = []
 
     def _folder(self, trainer: L.Trainer) -> Path:
+        """Call on every rank: under DDP `trainer.log_dir` is a broadcast, so rank 0 alone would hang."""
         return Path(trainer.log_dir or trainer.default_root_dir)
 
     # ----- fit: one row of logged epoch metrics per epoch -----
@@ -60,8 +61,9 @@ class RunPlots(L.Callback):
         self.epochs.append(row)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder = self._folder(trainer)
         if self.enabled and self.epochs and trainer.is_global_zero:
-            path = self.save_curves(self._folder(trainer) / "training_curves.png")
+            path = self.save_curves(folder / "training_curves.png")
             print(f"Training curves: {path}")
 
     def save_curves(self, path: Path) -> Path:
@@ -106,8 +108,9 @@ class RunPlots(L.Callback):
         if not self.enabled:
             return
         matrix = self.confusion.compute().cpu()  # summed over ranks under DDP
+        folder = self._folder(trainer)
         if trainer.is_global_zero:
-            self._save_test_pictures(self._folder(trainer), matrix)
+            self._save_test_pictures(folder, matrix)
 
     @rank_zero_only
     def _save_test_pictures(self, folder: Path, matrix: Tensor) -> None:

@@ -27,11 +27,11 @@ class PredictionCSVWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
 
     def write_on_epoch_end(self, trainer: L.Trainer, pl_module, predictions, batch_indices) -> None:
+        folder = Path(trainer.log_dir or trainer.default_root_dir)  # a broadcast under DDP: every rank calls it
         if not trainer.is_global_zero:
             return
         outputs = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
         rows = self.rows(outputs, getattr(trainer.datamodule, "own_images", None))
-        folder = Path(trainer.log_dir or trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
         path, partial = folder / CSV_NAME, folder / f".{CSV_NAME}.partial"
         with open(partial, "w", newline="") as f:
