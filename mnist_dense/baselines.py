@@ -100,7 +100,9 @@ class EpochTimer(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch_seconds.append(self._last - self._start)
         if getattr(trainer, "is_global_zero", True):
-            print(f"{RESULT_PREFIX}{json.dumps({'epoch': trainer.current_epoch, 'train_seconds': self.epoch_seconds[-1]})}")
+            print(
+                f"{RESULT_PREFIX}{json.dumps({'epoch': trainer.current_epoch, 'train_seconds': self.epoch_seconds[-1]})}"
+            )
 
 
 def usual_port(data_dir: str, epochs: int, seed: int, limit: int | None, root_dir: str) -> dict:
@@ -137,7 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data_dir", default="data")
-    parser.add_argument("--val_size", type=int, default=5000, help="plain-loop: training images held out, as --data.val_size")
+    parser.add_argument(
+        "--val_size", type=int, default=5000, help="plain-loop: training images held out, as --data.val_size"
+    )
     parser.add_argument("--limit", type=int, default=None, help="training batches per epoch (tiny runs in tests)")
     parser.add_argument("--root_dir", default="runs/usual_port", help="usual-port: the Trainer's default_root_dir")
     args = parser.parse_args(argv)

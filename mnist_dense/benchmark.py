@@ -43,7 +43,16 @@ def command(which: str, args: argparse.Namespace, run_dir: Path) -> list[str]:
     common = ["--epochs", str(args.epochs), "--seed", str(args.seed), "--data_dir", args.data_dir]
     limit = ["--limit", str(args.limit)] if args.limit else []
     if which == "b":
-        return [sys.executable, "-m", "mnist_dense.baselines", "usual-port", *common, *limit, "--root_dir", str(run_dir)]
+        return [
+            sys.executable,
+            "-m",
+            "mnist_dense.baselines",
+            "usual-port",
+            *common,
+            *limit,
+            "--root_dir",
+            str(run_dir),
+        ]
     if which == "c":
         return [sys.executable, "-m", "mnist_dense.baselines", "plain-loop", *common, *limit]
     fit = [sys.executable, "-m", "mnist_dense", "fit", "--seed_everything", str(args.seed)]
@@ -68,7 +77,9 @@ def run_one(which: str, args: argparse.Namespace, run_dir: Path) -> dict:
     output = log_path.read_text()
     if process.returncode != 0:
         tail = "\n".join(output.splitlines()[-15:])
-        raise SystemExit(f"error: run ({which}) exited with {process.returncode}; its output ({log_path}) ends:\n{tail}")
+        raise SystemExit(
+            f"error: run ({which}) exited with {process.returncode}; its output ({log_path}) ends:\n{tail}"
+        )
     results = [json.loads(line[len(RESULT_PREFIX) :]) for line in output.splitlines() if line.startswith(RESULT_PREFIX)]
     if which == "a":
         epoch_seconds = [r["train_seconds"] for r in results if "train_seconds" in r]
