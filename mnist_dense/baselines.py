@@ -100,9 +100,8 @@ class EpochTimer(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch_seconds.append(self._last - self._start)
         if getattr(trainer, "is_global_zero", True):
-            print(
-                f"{RESULT_PREFIX}{json.dumps({'epoch': trainer.current_epoch, 'train_seconds': self.epoch_seconds[-1]})}"
-            )
+            result = {"epoch": trainer.current_epoch, "train_seconds": self.epoch_seconds[-1]}
+            print(f"{RESULT_PREFIX}{json.dumps(result)}", flush=True)
 
 
 def usual_port(data_dir: str, epochs: int, seed: int, limit: int | None, root_dir: str) -> dict:

@@ -114,7 +114,7 @@ def table(summary: dict, args: argparse.Namespace) -> str:
     lines = [
         f"Bundled MNIST, batch 32, {args.epochs} epoch(s){f', {args.limit} batches an epoch' if args.limit else ''},"
         f" seed {args.seed}, medians of {args.repeats} alternating run(s).",
-        f"Command: `{' '.join(['python -m mnist_dense.benchmark', *args.argv])}` (on a machine shared with other jobs).",
+        f"Command: `{' '.join(['python -m mnist_dense.benchmark', *args.argv])}` (machine shared with other jobs).",
         "",
         "| run | s/epoch (training) | whole process s | peak memory MB | test accuracy % |",
         "| --- | ---: | ---: | ---: | ---: |",
