@@ -31,3 +31,6 @@ lint: $(INSTALLED) ## ruff check and format check
 clean: ## Remove run outputs and decompressed data (keeps .venv)
 	rm -rf runs lightning_logs .pytest_cache
 	rm -f data/MNIST/raw/*-ubyte
+
+bench: $(INSTALLED) ## Time fit against the usual port and a plain loop; table in runs/bench/latest.md (ARGS="--repeats 1")
+	$(PY) -m mnist_dense.benchmark $(ARGS)

@@ -348,7 +348,7 @@ class MNISTDataModule(L.LightningDataModule):
     def _device(self) -> torch.device:
         """The uint8 data moves to the accelerator once; batches are then sliced where they are used."""
         trainer = self.trainer
-        if trainer is None or trainer.strategy.root_device.type != "cuda" or self.num_workers:
+        if trainer is None or trainer.strategy.root_device.type == "cpu" or self.num_workers:
             return torch.device("cpu")
         return trainer.strategy.root_device
 

@@ -1,0 +1,157 @@
+"""Two baselines that `make bench` measures the package against, on the same network and optimizer.
+
+- usual-port: what a first Lightning port of the tutorial usually looks like: torchvision's `MNIST`
+  dataset with per-sample `ToTensor` + `Normalize`, a shuffled `DataLoader` at batch 32, automatic
+  optimization and `self.log` of loss and accuracy every step.
+- plain-loop: a plain PyTorch loop over the in-memory uint8 tensors, one forward/backward/Adam step
+  per batch of 32, shuffled each epoch from (seed, epoch) as the package does.
+
+`python -m mnist_dense.baselines usual-port|plain-loop --epochs 5` prints one line starting with
+`RESULT ` followed by JSON: seconds of training per epoch and the final test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mnist_dense.data import MNIST_MEAN, MNIST_STD, NUM_CLASSES, VAL_SPLIT_SEED, load_split, to_model_input
+from mnist_dense.model import DenseNet
+
+BATCH_SIZE = 32
+LR = 1e-3
+RESULT_PREFIX = "RESULT "
+
+
+def plain_loop(data_dir: str, epochs: int, seed: int, val_size: int, limit: int | None) -> dict:
+    """One forward, backward and Adam step per batch; the same split and shuffle rule as the package."""
+    torch.manual_seed(seed)
+    images, labels = load_split(data_dir, "train")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
+    train_index = order[val_size:].sort().values
+    train_images, train_labels = images[train_index], labels[train_index]
+    test_images, test_labels = load_split(data_dir, "test")
+    net = DenseNet()
+    optimizer = torch.optim.Adam(net.parameters(), lr=LR)
+    epoch_seconds = []
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        batches = torch.randperm(len(train_labels), generator=generator).split(BATCH_SIZE)
+        for index in batches[:limit]:
+            loss = F.cross_entropy(net(to_model_input(train_images[index])), train_labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        epoch_seconds.append(time.perf_counter() - start)
+    with torch.no_grad():
+        predicted = net(to_model_input(test_images)).argmax(1)
+    return {"epoch_seconds": epoch_seconds, "test_acc": (predicted == test_labels).float().mean().item()}
+
+
+class UsualPortModule(L.LightningModule):
+    """Automatic optimization, loss and accuracy logged every step, as tutorials usually show."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchmetrics.classification import MulticlassAccuracy
+
+        self.net = DenseNet()
+        self.train_acc = MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro")
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, targets = batch
+        logits = self.net(images)
+        loss = F.cross_entropy(logits, targets)
+        self.train_acc(logits, targets)
+        self.log("train_loss", loss, prog_bar=True)
+        self.log("train_acc", self.train_acc, prog_bar=True)
+        return loss
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, targets = batch
+        self.test_acc(self.net(images), targets)
+        self.log("test_acc", self.test_acc)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=LR)
+
+
+class EpochTimer(L.Callback):
+    """Seconds from each training epoch's start to its end (validation and checkpoints excluded)."""
+
+    def __init__(self) -> None:
+        self.epoch_seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._last = time.perf_counter()  # the epoch's training ends with its last batch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_seconds.append(self._last - self._start)
+        if getattr(trainer, "is_global_zero", True):
+            result = {"epoch": trainer.current_epoch, "train_seconds": self.epoch_seconds[-1]}
+            print(f"{RESULT_PREFIX}{json.dumps(result)}", flush=True)
+
+
+def usual_port(data_dir: str, epochs: int, seed: int, limit: int | None, root_dir: str) -> dict:
+    from torch.utils.data import DataLoader
+    from torchvision import transforms
+    from torchvision.datasets import MNIST
+
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    L.seed_everything(seed, verbose=False)
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+    load_split(data_dir, "train"), load_split(data_dir, "test")  # checked and decompressed as the package does
+    train = DataLoader(MNIST(data_dir, train=True, transform=transform), batch_size=BATCH_SIZE, shuffle=True)
+    test = DataLoader(MNIST(data_dir, train=False, transform=transform), batch_size=BATCH_SIZE)
+    timer = EpochTimer()
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        limit_train_batches=limit,
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=root_dir,
+        callbacks=[timer],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    model = UsualPortModule()
+    trainer.fit(model, train)
+    results = trainer.test(model, test, verbose=False)
+    return {"epoch_seconds": timer.epoch_seconds, "test_acc": results[0]["test_acc"]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("which", choices=["usual-port", "plain-loop"])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data_dir", default="data")
+    parser.add_argument(
+        "--val_size", type=int, default=5000, help="plain-loop: training images held out, as --data.val_size"
+    )
+    parser.add_argument("--limit", type=int, default=None, help="training batches per epoch (tiny runs in tests)")
+    parser.add_argument("--root_dir", default="runs/usual_port", help="usual-port: the Trainer's default_root_dir")
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or (args.limit is not None and args.limit < 1):
+        parser.error("--epochs and --limit must be at least 1")
+    if args.which == "plain-loop":
+        result = plain_loop(args.data_dir, args.epochs, args.seed, args.val_size, args.limit)
+    else:
+        result = usual_port(args.data_dir, args.epochs, args.seed, args.limit, args.root_dir)
+    print(f"{RESULT_PREFIX}{json.dumps({'which': args.which, **result})}")
+
+
+if __name__ == "__main__":
+    main()
