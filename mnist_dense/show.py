@@ -15,7 +15,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
+from torchvision.io import write_jpeg  # noqa: E402
+from torchvision.transforms.v2 import functional as TF  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
 from mnist_dense.data import MNISTDataError, load_split, to_model_input  # noqa: E402
@@ -63,6 +66,31 @@ def save_digit(image: Tensor, label: int, path: Path) -> Path:
     return path
 
 
+PAPER_SHADE, INK_SHADE, DRAWN_SIZE = 235, 20, 112
+
+
+def draw_on_paper(digit: Tensor, index: int) -> Tensor:
+    """An MNIST digit as a user's photo or scan would show it: 4x larger, dark ink on light paper, off centre.
+
+    The place on the 240x200 page moves with `index`, so a set of drawings is not all centred alike.
+    """
+    big = TF.resize(digit[None], [DRAWN_SIZE, DRAWN_SIZE], antialias=True)
+    page = torch.full((1, 200, 240), PAPER_SHADE, dtype=torch.uint8)
+    top, left = 10 + index % 80, 120 - 2 * (index % 60)
+    ink = (big.float() * (PAPER_SHADE - INK_SHADE) / 255).round().to(torch.uint8)
+    page[:, top : top + DRAWN_SIZE, left : left + DRAWN_SIZE] = PAPER_SHADE - ink
+    return page
+
+
+def save_paper_digits(data_dir: str, count: int, folder: Path) -> Path:
+    """The first `count` test digits drawn on paper as JPEG files named with their true label."""
+    images, labels = load_split(data_dir, "test")
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        write_jpeg(draw_on_paper(images[i], i), str(folder / f"test{i:05d}_label{int(labels[i])}.jpg"), quality=90)
+    return folder
+
+
 def parse_args(args: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mnist_dense.show", description=__doc__.splitlines()[0])
     parser.add_argument("--index", type=int, default=0, help="Training image to show (0-59,999).")
@@ -71,6 +99,13 @@ def parse_args(args: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data_dir", default="data", help="Folder holding MNIST/raw (as --data.data_dir).")
     parser.add_argument(
         "--normalization", choices=("unit", "standard"), default="unit", help="As --data.normalization."
+    )
+    parser.add_argument(
+        "--on_paper",
+        type=int,
+        default=0,
+        help="Also write the first N test digits drawn large, dark on light and off centre, as JPEG files in"
+        " OUT/paper (inputs for `predict --data.predict_images`).",
     )
     return parser.parse_args(args)
 
@@ -101,6 +136,9 @@ def main(args: list[str] | None = None) -> None:
     grid = digit_grid(images[:count], [str(int(y)) for y in labels[:count]], options.out / "grid.png")
     print(f"Saved {digit}")
     print(f"Saved {grid} (the first {count} training digits with their labels)")
+    if options.on_paper > 0:
+        folder = save_paper_digits(options.data_dir, min(options.on_paper, 10_000), options.out / "paper")
+        print(f"Saved {min(options.on_paper, 10_000)} test digits drawn on paper in {folder}")
 
 
 if __name__ == "__main__":
