@@ -76,7 +76,7 @@ def draw_on_paper(digit: Tensor, index: int) -> Tensor:
     """
     big = TF.resize(digit[None], [DRAWN_SIZE, DRAWN_SIZE], antialias=True)
     page = torch.full((1, 200, 240), PAPER_SHADE, dtype=torch.uint8)
-    top, left = 10 + index % 80, 120 - 2 * (index % 60)
+    top, left = 10 + index % 70, 120 - 2 * (index % 60)
     ink = (big.float() * (PAPER_SHADE - INK_SHADE) / 255).round().to(torch.uint8)
     page[:, top : top + DRAWN_SIZE, left : left + DRAWN_SIZE] = PAPER_SHADE - ink
     return page

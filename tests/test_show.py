@@ -43,3 +43,14 @@ def test_an_index_outside_the_training_set_is_refused(tiny_mnist: Path, capsys: 
         main(["--index", "600", "--data_dir", str(tiny_mnist)])
     assert exit_info.value.code == 2
     assert "--index 600 is outside the training set; use 0 to 599" in capsys.readouterr().err
+
+
+def test_on_paper_writes_test_digits_as_photos_named_with_their_label(tiny_mnist: Path, tmp_path: Path) -> None:
+    from torchvision.io import decode_image
+
+    main(["--data_dir", str(tiny_mnist), "--out", str(tmp_path / "show"), "--on_paper", "3"])
+    _, labels = data.load_split(tiny_mnist, "test")
+    files = sorted((tmp_path / "show" / "paper").glob("*.jpg"))
+    assert [f.name for f in files] == [f"test{i:05d}_label{int(labels[i])}.jpg" for i in range(3)]
+    page = decode_image(str(files[0]))
+    assert page.shape == (1, 200, 240) and page[:, 0, 0].item() > 200  # light paper around the ink
