@@ -6,6 +6,7 @@ import gzip
 import hashlib
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -53,3 +54,38 @@ def tiny_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         expected[(split, kind)] = data.MNISTFile(spec.name, spec.magic, len(tensor), hashlib.md5(payload).hexdigest())
     monkeypatch.setattr(data, "MNIST_FILES", expected)
     return tmp_path / "tiny"
+
+
+def cpu_trainer(tmp_path: Path, **kwargs) -> L.Trainer:
+    """A quiet CPU Trainer that writes nothing unless a test asks for it."""
+    defaults = dict(
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a busy shared CPU, OpenMP threads spinning for a core slow training 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def data_folder_read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes from mnist_dense.data fail as in a read-only folder (chmod does not stop root, so refuse them here)."""
+    real_open = open
+
+    def read_only_open(path, mode="r", *args, **kwargs):
+        if "w" in mode:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(data, "open", read_only_open, raising=False)

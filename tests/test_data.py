@@ -201,16 +201,9 @@ def test_missing_files_fail_the_bounded_download_with_one_clear_error(
         assert f"{spec.name}.gz" in message
 
 
-def test_unwritable_data_folder_is_named(tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("data_folder_read_only")
+def test_unwritable_data_folder_is_named(tiny_mnist: Path) -> None:
     raw = data.raw_folder(tiny_mnist)
-    real_open = open
-
-    def read_only_open(path, mode="r", *args, **kwargs):  # chmod does not stop root, so refuse writes here
-        if "w" in mode:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(data, "open", read_only_open, raising=False)
     with pytest.raises(MNISTDataError, match="writable") as err:
         data.ensure_mnist_files(tiny_mnist)
     assert str(raw) in str(err.value)

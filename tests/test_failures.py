@@ -22,13 +22,7 @@ from mnist_dense.module import MNISTClassifier
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    """One thread: on a busy shared CPU, spinning OpenMP threads slow training 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -193,15 +187,8 @@ def test_bad_data_file_is_named_and_the_earlier_run_is_untouched(
     assert {p: b for p, b in snapshot(earlier_run).items() if p in before} == before
 
 
-def test_unwritable_data_folder_is_named(tiny_mnist: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    real_open = open
-
-    def read_only_open(path, mode="r", *args, **kwargs):  # chmod does not stop root, so refuse writes here
-        if "w" in mode:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, mode, *args, **kwargs)
-
-    monkeypatch.setattr(data, "open", read_only_open, raising=False)
+@pytest.mark.usefixtures("data_folder_read_only")
+def test_unwritable_data_folder_is_named(tiny_mnist: Path, tmp_path: Path, capsys) -> None:
     message = one_paragraph(fails(["fit", *tiny_args(tiny_mnist, tmp_path / "run")], capsys))
     assert str(data.raw_folder(tiny_mnist)) in message and "writable" in message
 

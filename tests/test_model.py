@@ -9,18 +9,9 @@ import pytest
 import torch
 
 from mnist_dense import DenseNet, MNISTClassifier, MNISTDataModule
+from tests.conftest import cpu_trainer
 
-
-def _trainer(tmp_path: Path, **kwargs) -> L.Trainer:
-    defaults = dict(
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    return L.Trainer(**{**defaults, **kwargs})
+_trainer = cpu_trainer
 
 
 def test_dense_net_has_the_tutorials_101770_parameters() -> None:

@@ -23,13 +23,7 @@ TINY = ["--data.val_size", "100", "--data.batch_size", "32", "--test_after_fit",
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    """One thread a process (here and in ENV): on a busy shared CPU, spinning OpenMP threads slow training 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fit(root: Path, *args: str) -> None:

@@ -11,19 +11,9 @@ import pytest
 import torch
 
 from mnist_dense import MNISTClassifier, MNISTDataModule, benchmark
-from tests.conftest import BUNDLED_DATA
+from tests.conftest import BUNDLED_DATA, cpu_trainer
 
-
-def _trainer(tmp_path: Path, **kwargs) -> L.Trainer:
-    defaults = dict(
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
-    return L.Trainer(**{**defaults, **kwargs})
+_trainer = cpu_trainer
 
 
 class StepHook(L.Callback):
