@@ -71,6 +71,7 @@ class MNISTClassifier(L.LightningModule):
         self.train_acc, self.val_acc, self.test_acc = _accuracy(validate_args=False), _accuracy(), _accuracy()
         self.train_loss, self.val_loss, self.test_loss = _mean(), _mean(), _mean()
         self._train_metrics_logged = False
+        self.direct_step = False  # decided in on_train_start, once the Trainer's setup is known
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
@@ -143,7 +144,7 @@ class MNISTClassifier(L.LightningModule):
         scheduler = self.lr_schedulers()
         batches = [batch] if isinstance(batch[0], Tensor) else batch
         clip_norm = self.hparams.gradient_clip_val
-        direct = getattr(self, "direct_step", False)
+        direct = self.direct_step
         logits_seen, targets_seen, losses, sizes = [], [], [], []
         for images, targets in batches:
             if self._max_steps_reached():
