@@ -22,7 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mnist_dense.data import MNIST_MEAN, MNIST_STD, NUM_CLASSES, VAL_SPLIT_SEED, load_split, to_model_input
+from mnist_dense.data import (
+    MNIST_MEAN,
+    MNIST_STD,
+    NUM_CLASSES,
+    epoch_order,
+    load_split,
+    split_indices,
+    to_model_input,
+)
 from mnist_dense.model import DenseNet
 
 BATCH_SIZE = 32
@@ -34,8 +42,7 @@ def plain_loop(data_dir: str, epochs: int, seed: int, val_size: int, limit: int 
     """One forward, backward and Adam step per batch; the same split and shuffle rule as the package."""
     torch.manual_seed(seed)
     images, labels = load_split(data_dir, "train")
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
-    train_index = order[val_size:].sort().values
+    train_index, _ = split_indices(len(labels), val_size)
     train_images, train_labels = images[train_index], labels[train_index]
     test_images, test_labels = load_split(data_dir, "test")
     net = DenseNet()
@@ -43,8 +50,7 @@ def plain_loop(data_dir: str, epochs: int, seed: int, val_size: int, limit: int 
     epoch_seconds = []
     for epoch in range(epochs):
         start = time.perf_counter()
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        batches = torch.randperm(len(train_labels), generator=generator).split(BATCH_SIZE)
+        batches = epoch_order(len(train_labels), seed, epoch).split(BATCH_SIZE)
         for index in batches[:limit]:
             loss = F.cross_entropy(net(to_model_input(train_images[index])), train_labels[index])
             optimizer.zero_grad(set_to_none=True)

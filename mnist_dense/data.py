@@ -199,6 +199,17 @@ def to_model_input(images: Tensor, normalization: Normalization = "unit") -> Ten
     return x
 
 
+def split_indices(count: int, val_size: int) -> tuple[Tensor, Tensor]:
+    """Sorted (train, val) indices of the training images; the split's own seed keeps it the same for every run."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
+    return order[val_size:].sort().values, order[:val_size].sort().values
+
+
+def epoch_order(length: int, seed: int, epoch: int) -> Tensor:
+    """The shuffle of one epoch: it depends only on the run's seed and the epoch, so a resumed run repeats it."""
+    return torch.randperm(length, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
 def run_seed() -> int:
     """The run's seed, as `seed_everything` (and so `--seed_everything`) records it; 0 when unseeded."""
     return int(os.environ.get("PL_GLOBAL_SEED", 0))
@@ -241,8 +252,7 @@ class IndexBatches(DistributedSampler):
     def _order(self) -> Tensor:
         if not self.shuffle:
             return torch.arange(self.rank, self.length, self.num_replicas)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.length, generator=generator)
+        order = epoch_order(self.length, self.seed, self.epoch)
         padded = math.ceil(self.length / self.num_replicas) * self.num_replicas
         order = torch.cat([order, order[: padded - self.length]])
         return order[self.rank :: self.num_replicas]
@@ -337,8 +347,7 @@ class MNISTDataModule(L.LightningDataModule):
         train_images, train_labels = load_split(self.data_dir, "train")
         if self.val_size >= len(train_labels):
             raise ValueError(f"val_size={self.val_size} leaves no training images out of {len(train_labels):,}.")
-        order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
-        val_index, train_index = order[: self.val_size].sort().values, order[self.val_size :].sort().values
+        train_index, val_index = split_indices(len(train_labels), self.val_size)
         self.splits["train"] = train_images[train_index], train_labels[train_index]
         self.splits["val"] = train_images[val_index], train_labels[val_index]
         self.splits["test"] = load_split(self.data_dir, "test")
