@@ -59,12 +59,14 @@ class MNISTDenseCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         """Resolve `--ckpt_path last` in the run folder and check the checkpoint before any work starts."""
         super().parse_arguments(parser, args)
-        config = self.config.get(self.config.get("subcommand") or "", None)
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand or "", None)
         if not config or not config.get("ckpt_path"):
             return
         if config.ckpt_path == "last":
             config.ckpt_path = str(resolve_last(config.trainer.default_root_dir or RUNS_DIR))
-        saved = read_checkpoint(config.ckpt_path)["hyper_parameters"].get("hidden")
+        checkpoint = read_checkpoint(config.ckpt_path)
+        saved = checkpoint["hyper_parameters"].get("hidden")
         asked, default = config.model.hidden, inspect.signature(MNISTClassifier).parameters["hidden"].default
         if saved is not None and asked not in (saved, default):
             raise CheckpointError(
@@ -72,6 +74,11 @@ class MNISTDenseCLI(LightningCLI):
                 f" {asked} was asked for. Drop --model.hidden (the checkpoint's size is used), or drop --ckpt_path"
                 " to train a new network of the size you asked for."
             )
+        trained = checkpoint.get("datamodule_hyper_parameters", {}).get("normalization", config.data.normalization)
+        if subcommand != "fit" and trained != config.data.normalization:
+            # Evaluate and predict with the input scaling the checkpoint was trained with.
+            print(f"Using normalization {trained!r}, as {config.ckpt_path} was trained with.")
+            config.data.normalization = trained
 
     def instantiate_trainer(self, **kwargs):
         trainer = super().instantiate_trainer(**kwargs)
@@ -79,19 +86,8 @@ class MNISTDenseCLI(LightningCLI):
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
 
-    def _normalization_from_checkpoint(self, config) -> None:
-        """Evaluate and predict with the input scaling the checkpoint was trained with."""
-        ckpt_path = config.get("ckpt_path")
-        if self.subcommand == "fit" or not ckpt_path:
-            return
-        trained = read_checkpoint(ckpt_path).get("datamodule_hyper_parameters", {})
-        if trained.get("normalization", config.data.normalization) != config.data.normalization:
-            print(f"Using normalization {trained['normalization']!r}, as {ckpt_path} was trained with.")
-            config.data.normalization = trained["normalization"]
-
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        self._normalization_from_checkpoint(config)
         if config.data.val_size == 0 and config.checkpoint.monitor == "val_acc":
             # No validation set: keep the latest epoch as "best", like the tutorial keeps its final model.
             config.checkpoint.monitor = None

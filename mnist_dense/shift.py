@@ -22,6 +22,7 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 from torchmetrics.classification import MulticlassAccuracy  # noqa: E402
 
+from mnist_dense.checkpoints import CheckpointError, read_checkpoint  # noqa: E402
 from mnist_dense.data import NUM_CLASSES, MNISTDataError, load_split, to_model_input  # noqa: E402
 from mnist_dense.module import MNISTClassifier  # noqa: E402
 from mnist_dense.translate import DIRECTIONS, shift_images  # noqa: E402
@@ -53,15 +54,9 @@ def shift_accuracies(
 
 def load_checkpoint(path: Path) -> tuple[MNISTClassifier, str]:
     """The model, in eval mode on the CPU, and the normalization it was trained with."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"--ckpt_path {path}: no such file. Give a checkpoint written by `python -m mnist_dense fit`,"
-            " e.g. runs/version_0/checkpoints/last.ckpt."
-        )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(path)  # a missing or damaged file: one clear error naming it
     normalization = checkpoint.get("datamodule_hyper_parameters", {}).get("normalization", "unit")
-    model = MNISTClassifier.load_from_checkpoint(path, map_location="cpu").eval()
-    return model, normalization
+    return MNISTClassifier.load_from_checkpoint(path, map_location="cpu").eval(), normalization
 
 
 def save_plot(table: dict[str, list[float]], path: Path) -> Path:
@@ -102,7 +97,7 @@ def main(args: list[str] | None = None) -> None:
     try:
         images, labels = load_split(options.data_dir, "test")
         models = [load_checkpoint(path) for path in options.ckpt_path]
-    except (MNISTDataError, FileNotFoundError) as err:
+    except (MNISTDataError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     table = {
