@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import sys
 import warnings
@@ -20,7 +21,7 @@ from mnist_dense.checkpoints import (
 from mnist_dense.data import MNISTDataError, MNISTDataModule
 from mnist_dense.interrupt import SaveOnInterrupt, interrupted_exit_code
 from mnist_dense.module import MNISTClassifier
-from mnist_dense.own_images import OwnImagesError
+from mnist_dense.pictures import OwnImagesError
 from mnist_dense.plots import RunPlots
 from mnist_dense.predict import PredictionCSVWriter
 
@@ -119,7 +120,15 @@ class MNISTDenseCLI(LightningCLI):
             print(f"Test accuracy: {100 * results[0]['test_acc']:.2f}% on {count:,} images ({best or 'final weights'})")
 
 
+# Subcommands that are not Trainer methods: each module has its own `main(args)`.
+OTHER_COMMANDS = {"export": "mnist_dense.deploy.export", "serve": "mnist_dense.deploy.serve"}
+
+
 def main(args: list[str] | None = None) -> None:
+    args = sys.argv[1:] if args is None else list(args)
+    if args and args[0] in OTHER_COMMANDS:
+        importlib.import_module(OTHER_COMMANDS[args[0]]).main(args[1:])
+        return
     try:
         MNISTDenseCLI(
             MNISTClassifier,

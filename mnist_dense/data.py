@@ -26,14 +26,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorData
 from torchvision.datasets import MNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
+from mnist_dense.constants import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES, TRAIN_COUNT
 from mnist_dense.translate import translate_batch
 
-IMAGE_SIZE = 28
-NUM_CLASSES = 10
-TRAIN_COUNT = 60_000
-# Mean and standard deviation of the 60,000 training images scaled to [0, 1] (tests recompute them).
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
 # The validation split has its own seed so that runs with different training seeds validate on
 # the same images.
 VAL_SPLIT_SEED = 20_150_226
@@ -395,7 +390,7 @@ class MNISTDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         if self.predict_images:
-            from mnist_dense.own_images import load_own_images  # it imports this module
+            from mnist_dense.pictures import load_own_images  # imports torchvision.io only when needed
 
             self.own_images = load_own_images(self.predict_images)
             unknown = torch.full((len(self.own_images.images),), -1, dtype=torch.long)

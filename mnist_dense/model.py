@@ -2,7 +2,7 @@
 
 from torch import Tensor, nn
 
-from mnist_dense.data import IMAGE_SIZE, NUM_CLASSES
+from mnist_dense.constants import IMAGE_SIZE, NUM_CLASSES
 
 
 class DenseNet(nn.Module):

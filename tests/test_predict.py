@@ -10,7 +10,7 @@ import torch
 from torchvision.io import write_png
 
 from mnist_dense.cli import main
-from mnist_dense.own_images import DIGIT_BOX, OwnImagesError, load_own_images, prepare_digit
+from mnist_dense.pictures import DIGIT_BOX, OwnImagesError, load_own_images, prepare_digit
 from tests.conftest import tiny_digits
 from tests.tiny_runs import fit_tiny
 

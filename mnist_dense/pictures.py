@@ -17,7 +17,7 @@ from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
-from mnist_dense.data import IMAGE_SIZE
+from mnist_dense.constants import IMAGE_SIZE
 from mnist_dense.translate import shift_images
 
 DIGIT_BOX = 20  # MNIST scales the ink to fit 20x20 inside 28x28
