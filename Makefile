@@ -33,4 +33,4 @@ clean: ## Remove run outputs and decompressed data (keeps .venv)
 	rm -f data/MNIST/raw/*-ubyte
 
 bench: $(INSTALLED) ## Time fit against the usual port and a plain loop; table in runs/bench/latest.md (ARGS="--repeats 1")
-	$(PY) -m mnist_dense.benchmark $(ARGS)
+	$(PY) -m benchmarks.bench $(ARGS)

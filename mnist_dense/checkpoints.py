@@ -14,10 +14,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 # Files that `--ckpt_path last` resumes from: the end of the latest epoch, or where an interrupt stopped.
 LAST_NAME, INTERRUPTED_NAME = "last.ckpt", "interrupted.ckpt"
@@ -53,20 +51,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-
-
-class LatestAndBestCheckpoint(ModelCheckpoint):
-    """`ModelCheckpoint` whose last.ckpt is always the end of the latest epoch.
-
-    Lightning 2.6 writes last.ckpt only in an epoch that also wrote a top-k checkpoint, so after an
-    epoch whose val_acc did not improve, last.ckpt is an older epoch and resuming from it would
-    silently repeat training.
-    """
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def find_latest_checkpoint(root: str | Path) -> Path | None:

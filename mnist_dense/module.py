@@ -1,9 +1,12 @@
-"""The LightningModule: cross-entropy on logits, Adam, accuracy counted as Keras counts it.
+"""The LightningModule: cross-entropy on logits, Adam, and accuracy counted as Keras counts it.
 
-Training uses manual optimization so that one Lightning step can run several optimizer steps
-(the data module hands over a list of batches). At batch 32 the Trainer's own per-step work costs
-more than the arithmetic; grouping batches divides that cost without changing what is computed:
-every batch still gets its own forward, backward and Adam step, in the same order.
+Canonical Lightning: automatic optimization, `training_step` returns the loss, one shared step for
+train, validation and test, the optimizer from `configure_optimizers`. Gradient clipping, accumulation,
+precision and devices are the Trainer's own flags.
+
+Metrics are updated on the device every step and logged once per epoch (in `on_*_epoch_end`): each
+`self.log` call costs about a millisecond on this CPU, more than a training step of this network, and
+on a GPU a per-step log would make the host wait for the device.
 """
 
 from __future__ import annotations
@@ -14,30 +17,17 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from jsonargparse.typing import PositiveFloat, PositiveInt
-from lightning.pytorch.plugins.precision import Precision
-from lightning.pytorch.profilers import PassThroughProfiler
-from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_dense.checkpoints import check_state_shapes
-from mnist_dense.data import NUM_CLASSES
+from mnist_dense.constants import NUM_CLASSES, TUTORIAL_HIDDEN, TUTORIAL_LR
 from mnist_dense.model import DenseNet
 
 Batch = tuple[Tensor, Tensor]
-# Hooks that Lightning's backward and optimizer step call; the direct step skips them, so it is used
-# only when neither the module nor any callback overrides one of them.
-STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
-
-
-def _accuracy(**kwargs) -> MulticlassAccuracy:
-    return MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro", **kwargs)  # Keras' accuracy is micro
-
-
-def _mean() -> MeanMetric:
-    return MeanMetric(nan_strategy="disable")  # no NaN check: it would sync with the GPU every step
+STAGES = ("train", "val", "test")
 
 
 class MNISTClassifier(L.LightningModule):
@@ -46,16 +36,15 @@ class MNISTClassifier(L.LightningModule):
     Args:
         hidden: Units of the hidden layer; 128 as in the tutorial (101,770 parameters).
         lr: Adam's learning rate; 1e-3 is Keras' default. With lr_schedule "onecycle" it is the peak.
-        lr_schedule: "constant" as in the tutorial, or "onecycle" (warm up, then anneal, per optimizer step).
-        gradient_clip_val: Clip the gradient norm to this value; `--trainer.gradient_clip_val` lands here.
+        lr_schedule: "constant" as in the tutorial, or "onecycle" (warm up, then anneal, once per optimizer step,
+            over `trainer.estimated_stepping_batches`).
     """
 
     def __init__(
         self,
-        hidden: PositiveInt = 128,
-        lr: PositiveFloat = 1e-3,
+        hidden: PositiveInt = TUTORIAL_HIDDEN,
+        lr: PositiveFloat = TUTORIAL_LR,
         lr_schedule: Literal["constant", "onecycle"] = "constant",
-        gradient_clip_val: PositiveFloat | None = None,
     ) -> None:
         super().__init__()
         for name, kind, value in (("hidden", PositiveInt, hidden), ("lr", PositiveFloat, lr)):
@@ -66,140 +55,76 @@ class MNISTClassifier(L.LightningModule):
         if lr_schedule not in ("constant", "onecycle"):
             raise ValueError(f"MNISTClassifier(lr_schedule={lr_schedule!r}): use 'constant' or 'onecycle'.")
         self.save_hyperparameters()
-        self.automatic_optimization = False
         self.net = DenseNet(hidden)
-        self.train_acc, self.val_acc, self.test_acc = _accuracy(validate_args=False), _accuracy(), _accuracy()
-        self.train_loss, self.val_loss, self.test_loss = _mean(), _mean(), _mean()
-        self._train_metrics_logged = False
-        self.direct_step = False  # decided in on_train_start, once the Trainer's setup is known
+        # One metric object per stage. Keras' accuracy is micro (the fraction right); torchmetrics' default is macro.
+        # No argument checks or NaN checks in training: each would make a GPU wait every step.
+        self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro", validate_args=False)
+        self.val_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.test_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
+        self.train_loss, self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in STAGES)
+        self.test_images = 0  # how many test images the last test counted (all processes)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
-
-    def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
-        if self.hparams.lr_schedule == "constant":
-            return optimizer
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.hparams.lr, total_steps=self._total_optimizer_steps()
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def _total_optimizer_steps(self) -> int:
-        """Optimizer steps of the whole fit; a Lightning step may hold several of them."""
-        trainer = self.trainer
-        lightning_steps = trainer.estimated_stepping_batches  # also makes Lightning load the train loader
-        sampler = getattr(trainer.train_dataloader, "sampler", None)
-        if getattr(sampler, "group", None):
-            lightning_steps = sampler.num_batches * max(trainer.max_epochs or 1, 1)
-            if trainer.max_steps > 0:
-                lightning_steps = min(lightning_steps, trainer.max_steps)
-        return max(int(lightning_steps), 1)
 
     def on_fit_start(self) -> None:
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         rank_zero_info(f"{type(self.net).__name__}: {trainable:,} trainable parameters")
 
-    def _max_steps_reached(self) -> bool:
-        max_steps = self.trainer.max_steps
-        return max_steps >= 0 and self.trainer.global_step >= max_steps
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        if self.hparams.lr_schedule == "constant":
+            return optimizer
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr, total_steps=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def _direct_step_allowed(self) -> bool:
-        """True when `loss.backward()` + the raw optimizer's `step()` do exactly what Lightning's path does.
+    def shared_step(self, batch: Batch, stage: str) -> Tensor:
+        """Forward, loss, and the stage's metric updates: the same for training, validation and test."""
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        # One value per image rather than `weight=`: torchmetrics drops the weights when nan_strategy="disable".
+        getattr(self, f"{stage}_loss").update(loss.detach().expand(len(labels)))
+        getattr(self, f"{stage}_acc").update(logits.detach(), labels)
+        return loss
 
-        That holds on one device in 32-bit precision, without clipping or a profiler, with no step hook
-        overridden and no `backward` of the module's own. Anything else (mixed precision, DDP, clipping)
-        takes Lightning's path.
-        """
-        trainer = self.trainer
-        overridden = [
-            name
-            for name in STEP_HOOKS
-            if getattr(type(self), name) is not getattr(L.LightningModule, name)
-            or any(getattr(type(cb), name) is not getattr(L.Callback, name) for cb in trainer.callbacks)
-        ]
-        return (
-            type(trainer.strategy) is SingleDeviceStrategy
-            and type(trainer.strategy.precision_plugin) is Precision
-            and type(trainer.profiler) is PassThroughProfiler
-            and type(self).backward is L.LightningModule.backward
-            and not self.hparams.gradient_clip_val
-            and not overridden
-        )
-
-    def on_train_start(self) -> None:
-        self.direct_step = self._direct_step_allowed()
-
-    def _direct_step(self, optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
-        """Lightning's manual step minus its per-call dispatch: the same counters, the same arithmetic."""
-        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        progress.increment_ready()
-        optimizer.step()
-        progress.increment_completed()
-
-    def training_step(self, batch: Batch | list[Batch], batch_idx: int) -> None:
-        optimizer = self.optimizers()
-        scheduler = self.lr_schedulers()
-        batches = [batch] if isinstance(batch[0], Tensor) else batch
-        clip_norm = self.hparams.gradient_clip_val
-        direct = self.direct_step
-        logits_seen, targets_seen, losses, sizes = [], [], [], []
-        for images, targets in batches:
-            if self._max_steps_reached():
-                break
-            logits = self.net(images)
-            loss = F.cross_entropy(logits, targets)
-            if direct:
-                self._direct_step(optimizer.optimizer, loss)
-            else:
-                optimizer.zero_grad(set_to_none=True)
-                self.manual_backward(loss)
-                if clip_norm:
-                    self.clip_gradients(optimizer, gradient_clip_val=clip_norm, gradient_clip_algorithm="norm")
-                optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            logits_seen.append(logits.detach())
-            targets_seen.append(targets)
-            losses.append(loss.detach())
-            sizes.append(len(targets))
-        if not losses:
-            return
-        self.train_acc.update(torch.cat(logits_seen), torch.cat(targets_seen))
-        self.train_loss.update(torch.stack(losses).float(), torch.tensor(sizes, device=self.device, dtype=torch.float))
-        if not self._train_metrics_logged:
-            # Logged once an epoch: Lightning keeps the metric objects and computes them over every update
-            # at the epoch's end, and each `self.log` call costs about a millisecond, more than a step.
-            self.log("train_loss", self.train_loss, on_step=False, on_epoch=True)
-            self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
-            self._train_metrics_logged = True
-
-    def on_train_epoch_start(self) -> None:
-        self._train_metrics_logged = False
-
-    def _evaluate(self, batch: Batch, stage: str) -> None:
-        images, targets = batch
-        logits = self.net(images)
-        loss_metric, acc_metric = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
-        loss_metric.update(F.cross_entropy(logits, targets), len(targets))
-        acc_metric.update(logits, targets)
-        self.log(f"{stage}_loss", loss_metric, on_step=False, on_epoch=True)
-        self.log(f"{stage}_acc", acc_metric, on_step=False, on_epoch=True)
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self.shared_step(batch, "train")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+        self.shared_step(batch, "val")
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self.shared_step(batch, "test")
+
+    def log_epoch(self, stage: str) -> None:
+        """Log the stage's metric objects once: Lightning computes them over the epoch (all processes), then resets."""
+        loss = getattr(self, f"{stage}_loss")
+        if stage == "test":
+            self.test_images = int(self.all_gather(loss.weight).sum())
+        self.log(f"{stage}_loss", loss)
+        self.log(f"{stage}_acc", getattr(self, f"{stage}_acc"))
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch("test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        """Class probabilities (the tutorial's softmax), the predicted digit, and the label (-1 if unknown)."""
+        images, labels = batch
+        probabilities = self(images).softmax(dim=1)
+        return {"probabilities": probabilities, "predicted": probabilities.argmax(dim=1), "target": labels}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Weights of another hidden size: a message naming both sizes, not load_state_dict's shape error."""
-        check_state_shapes(self._trainer.ckpt_path if self._trainer else None, checkpoint["state_dict"], self)
-
-    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        """Class probabilities (the tutorial's softmax), the predicted digit, and the label if known."""
-        images, targets = batch
-        probabilities = self.net(images).softmax(dim=1)
-        return {"probabilities": probabilities, "predicted": probabilities.argmax(dim=1), "target": targets}
+        try:
+            path = self.trainer.ckpt_path
+        except RuntimeError:  # not attached to a Trainer: `load_from_checkpoint` builds the right size anyway
+            path = None
+        check_state_shapes(path, checkpoint["state_dict"], self)

@@ -23,8 +23,10 @@ from torch import Tensor  # noqa: E402
 from torchmetrics.classification import MulticlassAccuracy  # noqa: E402
 
 from mnist_dense.checkpoints import CheckpointError, read_checkpoint  # noqa: E402
-from mnist_dense.data import NUM_CLASSES, MNISTDataError, load_split, to_model_input  # noqa: E402
+from mnist_dense.constants import NUM_CLASSES  # noqa: E402
+from mnist_dense.data import MNISTDataError, load_split  # noqa: E402
 from mnist_dense.module import MNISTClassifier  # noqa: E402
+from mnist_dense.scaling import to_model_input  # noqa: E402
 from mnist_dense.translate import DIRECTIONS, shift_images  # noqa: E402
 
 

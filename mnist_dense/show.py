@@ -21,7 +21,8 @@ from torchvision.io import write_jpeg  # noqa: E402
 from torchvision.transforms.v2 import functional as TF  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-from mnist_dense.data import MNISTDataError, load_split, to_model_input  # noqa: E402
+from mnist_dense.data import MNISTDataError, load_split  # noqa: E402
+from mnist_dense.scaling import to_model_input  # noqa: E402
 
 GRID_COLUMNS = 10
 GRID_PADDING = 2
@@ -130,7 +131,7 @@ def main(args: list[str] | None = None) -> None:
     print("Pixels as stored (0-255):")
     print(format_pixels(image))
     print(f"Pixels as the model sees them (normalization {options.normalization}):")
-    print(format_pixels(to_model_input(image, options.normalization), decimals=2))
+    print(format_pixels(to_model_input(image, options.normalization)[0, 0], decimals=2))
     digit = save_digit(image, label, options.out / f"digit_{options.index}.png")
     count = min(options.grid, len(labels))
     grid = digit_grid(images[:count], [str(int(y)) for y in labels[:count]], options.out / "grid.png")

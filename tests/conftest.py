@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from mnist_dense import data
+from mnist_dense.data import files
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED_DATA = REPO / "data"
@@ -46,13 +46,13 @@ def tiny_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     raw = tmp_path / "tiny" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     expected = {}
-    for (split, kind), spec in data.MNIST_FILES.items():
+    for (split, kind), spec in files.MNIST_FILES.items():
         images, labels = tiny_digits(600 if split == "train" else 200, seed=0 if split == "train" else 1)
         tensor = images if kind == "images" else labels
         write_idx(raw / spec.name, tensor, compress=True)
         payload = gzip.decompress((raw / f"{spec.name}.gz").read_bytes())
-        expected[(split, kind)] = data.MNISTFile(spec.name, spec.magic, len(tensor), hashlib.md5(payload).hexdigest())
-    monkeypatch.setattr(data, "MNIST_FILES", expected)
+        expected[(split, kind)] = files.MNISTFile(spec.name, spec.magic, len(tensor), hashlib.md5(payload).hexdigest())
+    monkeypatch.setattr(files, "MNIST_FILES", expected)
     return tmp_path / "tiny"
 
 
@@ -80,7 +80,7 @@ def one_thread():
 
 @pytest.fixture
 def data_folder_read_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Writes from mnist_dense.data fail as in a read-only folder (chmod does not stop root, so refuse them here)."""
+    """Writes from mnist_dense.data.files fail as in a read-only folder (chmod does not stop root, so refuse them)."""
     real_open = open
 
     def read_only_open(path, mode="r", *args, **kwargs):
@@ -88,4 +88,4 @@ def data_folder_read_only(monkeypatch: pytest.MonkeyPatch) -> None:
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(data, "open", read_only_open, raising=False)
+    monkeypatch.setattr(files, "open", read_only_open, raising=False)

@@ -15,13 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from mnist_dense.checkpoints import read_checkpoint
 from tests.conftest import REPO
 
 STEPS = 100
-COMMON = ["--data.val_size", "2000", "--data.steps_per_execution", "1", "--trainer.max_epochs", "1"]
+COMMON = ["--data.val_size", "2000", "--trainer.max_epochs", "1"]
 COMMON += ["--trainer.limit_train_batches", str(STEPS), "--trainer.accelerator", "cpu"]
 COMMON += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # one thread a process on a shared CPU
@@ -37,6 +38,7 @@ def fit(root: Path, *args: str) -> dict[str, float]:
     return metrics
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     ddp = fit(tmp_path / "ddp", "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.batch_size", "16")
     single = fit(tmp_path / "single", "--trainer.devices", "1", "--data.batch_size", "32")

@@ -13,10 +13,10 @@ import lightning as L
 import pytest
 import torch
 
-from mnist_dense import data
 from mnist_dense.checkpoints import CheckpointError
 from mnist_dense.cli import main
 from mnist_dense.data import MNISTDataModule
+from mnist_dense.data import files as data
 from mnist_dense.module import MNISTClassifier
 
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -153,7 +153,7 @@ def _labels_for_images(raw: Path) -> Path:
 
 
 def _wrong_magic(raw: Path) -> Path:
-    path = raw / "t10k-images-idx3-ubyte"
+    path = raw / "train-images-idx3-ubyte"
     path.write_bytes((1234).to_bytes(4, "big") + path.read_bytes()[4:])
     return path
 
@@ -179,6 +179,7 @@ def _label_out_of_range(raw: Path) -> Path:
 def test_bad_data_file_is_named_and_the_earlier_run_is_untouched(
     damage, expected: str, earlier_run: Path, tiny_mnist: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    data.ensure_mnist_files(tiny_mnist)
     path = damage(data.raw_folder(tiny_mnist))
     before = snapshot(earlier_run)
     capsys.readouterr()

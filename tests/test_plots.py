@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_dense.plots import save_misclassified
+from mnist_dense.callbacks.plots import save_misclassified
 from tests.tiny_runs import fit_tiny, logged
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_dense import checkpoints
 from mnist_dense.checkpoints import AtomicCheckpointIO, find_latest_checkpoint, read_checkpoint
 from mnist_dense.cli import main
 from tests.conftest import REPO
@@ -56,7 +57,7 @@ def epoch_metrics(root: Path, epoch: int) -> dict[str, str]:
 
 
 def test_one_epoch_then_resume_last_equals_two_epochs(tiny_mnist: Path, tmp_path: Path) -> None:
-    data = ["--data.data_dir", str(tiny_mnist), "--data.steps_per_execution", "4", *TINY]
+    data = ["--data.data_dir", str(tiny_mnist), *TINY]
     fit(tmp_path / "alone", *data, "--trainer.max_epochs", "2")
     fit(tmp_path / "resumed", *data, "--trainer.max_epochs", "1")
     first_run = {p: p.read_bytes() for p in (tmp_path / "resumed").rglob("*") if p.is_file()}
@@ -71,7 +72,7 @@ def test_one_epoch_then_resume_last_equals_two_epochs(tiny_mnist: Path, tmp_path
 
 
 def test_onecycle_resumed_from_an_epoch_checkpoint_equals_the_run_left_alone(tiny_mnist: Path, tmp_path: Path) -> None:
-    data = ["--data.data_dir", str(tiny_mnist), "--data.steps_per_execution", "3", *TINY]
+    data = ["--data.data_dir", str(tiny_mnist), *TINY]
     schedule = ["--model.lr_schedule", "onecycle", "--trainer.max_epochs", "3", "--checkpoint.save_top_k", "-1"]
     fit(tmp_path / "alone", *data, *schedule)
     epoch1 = next((tmp_path / "alone" / "version_0" / "checkpoints").glob("epoch1-*.ckpt"))
@@ -80,6 +81,31 @@ def test_onecycle_resumed_from_an_epoch_checkpoint_equals_the_run_left_alone(tin
         tmp_path / "alone" / "version_0" / "checkpoints" / "last.ckpt",
         tmp_path / "resumed" / "version_0" / "checkpoints" / "last.ckpt",
     )
+
+
+def test_resumed_from_a_mid_epoch_checkpoint_skips_exactly_the_batches_done(tiny_mnist: Path, tmp_path: Path) -> None:
+    """A stock ModelCheckpoint(every_n_train_steps) saves mid-epoch; the loader's position comes back with it."""
+    data = ["--data.data_dir", str(tiny_mnist), *TINY, "--trainer.max_epochs", "2"]
+    every_5 = ["--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.every_n_train_steps", "5"]
+    every_5 += ["--trainer.callbacks.save_top_k", "-1", "--trainer.callbacks.dirpath", str(tmp_path / "steps")]
+    fit(tmp_path / "alone", *data, *every_5)
+    step_21 = read_checkpoint(tmp_path / "steps" / "epoch=1-step=20.ckpt")  # 16 steps an epoch: 4 into epoch 2
+    assert step_21["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": 1, "position": 4 * 32, "layout": {"train_images": 500, "batch_size": 32, "processes": 1}}
+    ]
+    fit(tmp_path / "resumed", *data, "--ckpt_path", str(tmp_path / "steps" / "epoch=1-step=20.ckpt"))
+    assert_same_training_state(
+        tmp_path / "alone" / "version_0" / "checkpoints" / "last.ckpt",
+        tmp_path / "resumed" / "version_0" / "checkpoints" / "last.ckpt",
+    )
+
+
+def test_last_ckpt_is_the_latest_epoch_even_when_it_is_not_the_best(tiny_mnist: Path, tmp_path: Path) -> None:
+    fit(tmp_path, "--data.data_dir", str(tiny_mnist), *TINY, "--trainer.max_epochs", "3",
+        "--trainer.callbacks+=tests.helpers.SpoilLastEpoch")  # fmt: skip
+    folder = tmp_path / "version_0" / "checkpoints"
+    (best,) = folder.glob("epoch*.ckpt")
+    assert read_checkpoint(folder / "last.ckpt")["epoch"] == 2 and read_checkpoint(best)["epoch"] < 2
 
 
 def test_ckpt_path_last_picks_the_newest_checkpoint_of_the_run_folder(tmp_path: Path) -> None:
@@ -96,8 +122,8 @@ def test_ckpt_path_last_picks_the_newest_checkpoint_of_the_run_folder(tmp_path: 
 
 # --- interrupted runs: real processes, real signals, on the bundled MNIST ---------------------------
 
-REAL = ["--data.val_size", "0", "--data.steps_per_execution", "1", "--trainer.max_epochs", "1"]
-REAL += ["--trainer.limit_train_batches", "300", "--test_after_fit", "false", *QUIET]
+REAL = ["--data.val_size", "0", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "300"]
+REAL += ["--test_after_fit", "false", *QUIET]
 
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -127,18 +153,20 @@ def run_left_alone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "version_0" / "checkpoints" / "last.ckpt"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_saves_and_the_printed_command_resumes_exactly(
     sig: signal.Signals, code: int, run_left_alone: Path, tmp_path: Path
 ) -> None:
-    process = start_cli("fit", "--trainer.default_root_dir", str(tmp_path), *REAL)
-    lines = wait_for_line(process, "Ctrl-C or SIGTERM stops")  # printed once the handlers are in place
+    pause = ["--trainer.callbacks+=tests.helpers.PauseAtStep", "--trainer.callbacks.step", "50"]
+    process = start_cli("fit", "--trainer.default_root_dir", str(tmp_path), *REAL, *pause)
+    lines = wait_for_line(process, "PAUSED at step 50")  # it waits there for the signal: no race with the run's end
     process.send_signal(sig)
     rest, _ = process.communicate(timeout=120)
     output = "".join(lines) + rest
     assert process.returncode == code, output[-3000:]
     saved = tmp_path / "version_0" / "checkpoints" / "interrupted.ckpt"
-    assert 0 < read_checkpoint(saved)["global_step"] < 300  # stopped mid-epoch
+    assert read_checkpoint(saved)["global_step"] == 50  # stopped after the step in progress, mid-epoch
     command = re.search(r"Resume with:\n\s+(.+)", output).group(1)
     assert command.endswith(f"--ckpt_path {saved}")
     if sig == signal.SIGTERM:  # steps of another size cannot skip what was done: refused, not guessed
@@ -161,6 +189,7 @@ def test_signal_saves_and_the_printed_command_resumes_exactly(
     assert saved.exists()  # the interrupted run's folder is left as it was
 
 
+@pytest.mark.slow
 def test_sigkill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path: Path) -> None:
     """The process dies for real (SIGKILL) after the new bytes are written, before they are renamed."""
     target = tmp_path / "last.ckpt"
@@ -178,9 +207,21 @@ def test_sigkill_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path: 
     assert find_latest_checkpoint(tmp_path) == target
 
 
-def test_atomic_save_replaces_the_file_and_leaves_no_partial(tmp_path: Path) -> None:
+def test_atomic_save_keeps_the_previous_checkpoint_whole_until_the_new_one_is_renamed_onto_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "sub" / "last.ckpt"
-    for generation in (1, 2):
-        AtomicCheckpointIO().save_checkpoint({"generation": generation}, target)
+    AtomicCheckpointIO().save_checkpoint({"generation": 1}, target)
+    seen_at_rename = []
+    real_replace = checkpoints.os.replace
+
+    def checked_replace(source, destination):
+        seen_at_rename.append(torch.load(destination, weights_only=True))  # the old file, still whole
+        assert torch.load(source, weights_only=True) == {"generation": 2}  # the new one, complete and flushed
+        real_replace(source, destination)
+
+    monkeypatch.setattr(checkpoints.os, "replace", checked_replace)
+    AtomicCheckpointIO().save_checkpoint({"generation": 2}, target)
+    assert seen_at_rename == [{"generation": 1}]
     assert torch.load(target, weights_only=True) == {"generation": 2}
     assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]

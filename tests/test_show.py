@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_dense import data
+from mnist_dense.data import files as data
+from mnist_dense.scaling import to_model_input
 from mnist_dense.show import main
 from tests.conftest import tiny_digits
 
@@ -31,7 +32,7 @@ def test_printed_pixels_are_the_idx_bytes_and_the_model_inputs(
     raw = printed_block(out, "Pixels as stored")
     assert torch.equal(raw, images[7].float())
     seen = printed_block(out, "Pixels as the model sees them")
-    assert torch.allclose(seen, data.to_model_input(images[7], normalization), atol=0.005)
+    assert torch.allclose(seen, to_model_input(images[7], normalization)[0, 0], atol=0.005)
     with Image.open(tmp_path / "show" / "digit_7.png") as digit:
         assert digit.size == (300, 300)
     with Image.open(tmp_path / "show" / "grid.png") as grid:

@@ -6,7 +6,7 @@
 - plain-loop: a plain PyTorch loop over the in-memory uint8 tensors, one forward/backward/Adam step
   per batch of 32, shuffled each epoch from (seed, epoch) as the package does.
 
-`python -m mnist_dense.baselines usual-port|plain-loop --epochs 5` prints one line starting with
+`python -m benchmarks.baselines usual-port|plain-loop --epochs 5` prints one line starting with
 `RESULT ` followed by JSON: seconds of training per epoch and the final test accuracy.
 """
 
@@ -22,16 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mnist_dense.data import (
-    MNIST_MEAN,
-    MNIST_STD,
-    NUM_CLASSES,
-    epoch_order,
-    load_split,
-    split_indices,
-    to_model_input,
-)
+from mnist_dense.constants import MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from mnist_dense.data import load_split
+from mnist_dense.data.sampling import epoch_order, split_indices
 from mnist_dense.model import DenseNet
+from mnist_dense.scaling import to_model_input
 
 BATCH_SIZE = 32
 LR = 1e-3

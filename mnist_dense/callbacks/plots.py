@@ -22,7 +22,7 @@ from torch import Tensor  # noqa: E402
 from torchmetrics.classification import MulticlassConfusionMatrix  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-from mnist_dense.data import NUM_CLASSES  # noqa: E402
+from mnist_dense.constants import NUM_CLASSES  # noqa: E402
 
 CURVES = (("loss", "Loss (cross-entropy)"), ("acc", "Accuracy"))
 GRID_COLUMNS = 12

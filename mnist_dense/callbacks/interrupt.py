@@ -1,10 +1,9 @@
 """Ctrl-C and SIGTERM during `fit`: finish the current step, save `interrupted.ckpt`, say how to resume.
 
-Lightning already turns SIGTERM into a stop after the current training step (its `SIGTERMException`,
-raised by every rank together under DDP). Ctrl-C is made to do the same: the first press sets a flag
-that stops training after the step in progress, so the checkpoint holds whole steps and a resumed
-run is exactly the run left alone; a second press stops at once (the checkpoint may then repeat part
-of one step's batches). On resume the sampler skips the steps of the epoch that were already done.
+The first Ctrl-C (or a SIGTERM) stops training after the step in progress, so the checkpoint holds whole
+steps. The training DataLoader's position inside the epoch is saved with it (`data.sampling`), so the
+resumed run skips exactly the batches already trained and ends with the weights of the run left alone.
+A second Ctrl-C stops at once. Under DDP, Lightning itself stops every process together after SIGTERM.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import shlex
 import signal
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +19,10 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mnist_dense.checkpoints import INTERRUPTED_NAME, CheckpointError
-from mnist_dense.data import IndexBatches
+from mnist_dense.checkpoints import INTERRUPTED_NAME
 
 # The signal that interrupted this process's fit, if any; `main()` turns it into the exit status 128 + signal.
 received: signal.Signals | None = None
-LAYOUT_KEY = "mnist_dense_batch_layout"
 
 
 def interrupted_exit_code() -> int | None:
@@ -46,20 +42,6 @@ def resume_command(ckpt_path: str | Path, argv: list[str] | None = None) -> str:
     return shlex.join(["python", "-m", "mnist_dense", *kept, "--ckpt_path", str(ckpt_path)])
 
 
-def _batch_layout(trainer: L.Trainer) -> dict[str, int] | None:
-    """What decides which images each step of an epoch takes; a mid-epoch resume needs it unchanged."""
-    sampler = getattr(trainer.train_dataloader, "sampler", None)
-    if not isinstance(sampler, IndexBatches):
-        return None
-    layout = {
-        "train_images": sampler.length,
-        "batch_size": sampler.batch_size,
-        "batches_per_step": sampler.group or 1,
-        "processes": sampler.num_replicas,
-    }
-    return {key: int(value) for key, value in layout.items()}  # plain ints: checkpoints load with weights_only
-
-
 class SaveOnInterrupt(Callback):
     """Saves `interrupted.ckpt` in the run's checkpoint folder on Ctrl-C or SIGTERM (rank 0 writes).
 
@@ -73,34 +55,18 @@ class SaveOnInterrupt(Callback):
         self.ckpt_path = INTERRUPTED_NAME
         self._stop_requested = False
         self._previous_sigint: Any = None
-        self._saved_layout: dict[str, int] | None = None
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        layout = _batch_layout(trainer)
-        if layout:
-            checkpoint[LAYOUT_KEY] = layout
-
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        self._saved_layout = checkpoint.get(LAYOUT_KEY)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop_requested = False
         folder = (trainer.checkpoint_callback and trainer.checkpoint_callback.dirpath) or trainer.default_root_dir
         self.ckpt_path = str(Path(folder) / INTERRUPTED_NAME)
-        sampler = getattr(trainer.train_dataloader, "sampler", None)
-        if trainer.fit_loop.restarted_mid_epoch and isinstance(sampler, IndexBatches):
-            layout = _batch_layout(trainer)
-            if self._saved_layout and layout != self._saved_layout:
-                raise CheckpointError(
-                    f"Checkpoint {trainer.ckpt_path} was saved in the middle of an epoch whose steps were laid out as"
-                    f" {self._saved_layout}; this run lays them out as {layout}, so the steps already done cannot be"
-                    " skipped exactly. Resume with the same --data.batch_size, --data.steps_per_execution,"
-                    " --data.val_size and --trainer.devices/num_nodes, or resume from an end-of-epoch checkpoint."
-                )
-            sampler.skip = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            warnings.filterwarnings("ignore", ".*dataloader is not resumable.*")  # this one resumes
         self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
         rank_zero_info(f"Ctrl-C or SIGTERM stops after the current step and saves {self.ckpt_path} to resume from.")
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once Ctrl-C asked training to stop after the step in progress."""
+        return self._stop_requested
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self._stop_requested:
@@ -111,6 +77,8 @@ class SaveOnInterrupt(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if self._stop_requested:
             raise KeyboardInterrupt
+        if trainer.received_sigterm and trainer.world_size == 1:  # on one process Lightning waits for the epoch's end
+            raise SIGTERMException
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         global received

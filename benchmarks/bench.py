@@ -3,8 +3,8 @@
 Each run is a separate process, started as a user would start it:
   (a) `python -m mnist_dense fit` (an epoch timer is added with `--trainer.callbacks+=`; it does not
       change what is computed),
-  (b) `python -m mnist_dense.baselines usual-port`,
-  (c) `python -m mnist_dense.baselines plain-loop`,
+  (b) `python -m benchmarks.baselines usual-port`,
+  (c) `python -m benchmarks.baselines plain-loop`,
 in the order a, b, c, a, b, c, ... for `--repeats` rounds, so that a busy machine slows all of them
 alike. Reported: median and fastest training seconds per epoch (the fastest is what a run costs when
 nothing else interferes), median and fastest whole-process seconds, peak resident memory
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import statistics
@@ -26,14 +25,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mnist_dense.baselines import RESULT_PREFIX
+from benchmarks.baselines import RESULT_PREFIX
 
 NAMES = {
     "a": "(a) `python -m mnist_dense fit`",
     "b": "(b) the usual port (torchvision dataset, DataLoader, per-step logging)",
     "c": "(c) a plain PyTorch loop over in-memory tensors",
 }
-DEFAULT_STEPS_PER_EXECUTION = 16  # the data module's default: (a)'s --limit is counted in groups of this size
 TEST_LINE = re.compile(r"Test accuracy: ([0-9.]+)%")
 # The issue's targets: a/c per epoch at most 1.3, b/a whole process at least 6, |a-c| accuracy at most
 # 0.3 points, peak memory of (a) below 1.5 GB.
@@ -47,7 +45,7 @@ def command(which: str, args: argparse.Namespace, run_dir: Path) -> list[str]:
         return [
             sys.executable,
             "-m",
-            "mnist_dense.baselines",
+            "benchmarks.baselines",
             "usual-port",
             *common,
             *limit,
@@ -55,13 +53,13 @@ def command(which: str, args: argparse.Namespace, run_dir: Path) -> list[str]:
             str(run_dir),
         ]
     if which == "c":
-        return [sys.executable, "-m", "mnist_dense.baselines", "plain-loop", *common, *limit]
+        return [sys.executable, "-m", "benchmarks.baselines", "plain-loop", *common, *limit]
     fit = [sys.executable, "-m", "mnist_dense", "fit", "--seed_everything", str(args.seed)]
     fit += ["--trainer.max_epochs", str(args.epochs), "--trainer.default_root_dir", str(run_dir)]
     fit += ["--data.data_dir", args.data_dir, "--trainer.enable_progress_bar", "false"]
-    fit += ["--trainer.callbacks+=mnist_dense.baselines.EpochTimer"]
+    fit += ["--trainer.callbacks+=benchmarks.baselines.EpochTimer"]
     if args.limit:
-        fit += ["--trainer.limit_train_batches", str(math.ceil(args.limit / DEFAULT_STEPS_PER_EXECUTION))]
+        fit += ["--trainer.limit_train_batches", str(args.limit)]
     return fit
 
 
@@ -117,7 +115,7 @@ def table(summary: dict, args: argparse.Namespace) -> str:
     lines = [
         f"Bundled MNIST, batch 32, {args.epochs} epoch(s){f', {args.limit} batches an epoch' if args.limit else ''},"
         f" seed {args.seed}, {args.repeats} alternating round(s): median (fastest).",
-        f"Command: `{' '.join(['python -m mnist_dense.benchmark', *args.argv])}`;"
+        f"Command: `{' '.join(['python -m benchmarks.bench', *args.argv])}`;"
         f" load average at the start {args.load:.2f} on {os.cpu_count()} CPUs.",
         "",
         "| run | s/epoch (training) | whole process s | peak memory MB | test accuracy % |",

@@ -1,0 +1,36 @@
+"""`make bench` runs end to end (tiny) and writes its table and raw figures; it asserts no time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import bench
+from tests.conftest import BUNDLED_DATA
+
+
+@pytest.mark.slow
+def test_benchmark_runs_tiny_and_writes_a_table_and_raw_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bench"
+    bench.main(
+        ["--epochs", "1", "--limit", "16", "--repeats", "1", "--only", "a,c", "--data_dir", str(BUNDLED_DATA)]
+        + ["--out_dir", str(out)]
+    )
+    table = (out / "latest.md").read_text()
+    assert table == capsys.readouterr().out.strip() + "\n"
+    assert "| (a) `python -m mnist_dense fit` |" in table and "| (c) a plain PyTorch loop" in table
+    assert "per epoch a/c = " in table and "(b)" not in table
+    (raw_path,) = out.glob("*.json")
+    raw = json.loads(raw_path.read_text())
+    assert [r["which"] for r in raw["runs"]] == ["a", "c"]
+    for run in raw["runs"]:
+        assert len(run["epoch_seconds"]) == 1 and run["epoch_seconds"][0] > 0
+        assert 0.1 < run["test_acc"] <= 1 and 100 < run["peak_rss_mb"] < 10_000
+
+
+def test_benchmark_refuses_an_unknown_run_name(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--only", "a,x"])
+    assert exit_info.value.code == 2 and "--only 'a,x'" in capsys.readouterr().err
