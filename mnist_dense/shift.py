@@ -14,20 +14,18 @@ import csv
 import sys
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-from torchmetrics.classification import MulticlassAccuracy  # noqa: E402
-
-from mnist_dense.checkpoints import CheckpointError, read_checkpoint  # noqa: E402
-from mnist_dense.constants import NUM_CLASSES  # noqa: E402
-from mnist_dense.data import MNISTDataError, load_split  # noqa: E402
-from mnist_dense.module import MNISTClassifier  # noqa: E402
-from mnist_dense.scaling import to_model_input  # noqa: E402
-from mnist_dense.translate import DIRECTIONS, shift_images  # noqa: E402
+from mnist_dense.callbacks.plots import save_figure
+from mnist_dense.checkpoints import CheckpointError, read_checkpoint
+from mnist_dense.constants import NUM_CLASSES
+from mnist_dense.data import MNISTDataError, load_split
+from mnist_dense.module import MNISTClassifier
+from mnist_dense.scaling import to_model_input
+from mnist_dense.translate import DIRECTIONS, shift_images
 
 
 @torch.inference_mode()
@@ -61,8 +59,10 @@ def load_checkpoint(path: Path) -> tuple[MNISTClassifier, str]:
     return MNISTClassifier.load_from_checkpoint(path, map_location="cpu").eval(), normalization
 
 
-def save_plot(table: dict[str, list[float]], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
+def shift_figure(table: dict[str, list[float]]) -> Figure:
+    """Accuracy (%) against shift in pixels, one line per checkpoint: `table` maps a name to accuracies at 0..N."""
+    fig = Figure(figsize=(6, 4), layout="tight")
+    ax = fig.subplots()
     for name, values in table.items():
         ax.plot(range(len(values)), [100 * v for v in values], "o-", label=name)
     ax.set_xticks(range(max(len(values) for values in table.values())))
@@ -72,19 +72,18 @@ def save_plot(table: dict[str, list[float]], path: Path) -> Path:
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def parse_args(args: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mnist_dense.shift", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_dense.shift", description=__doc__.splitlines()[0], allow_abbrev=False
+    )
     parser.add_argument("--ckpt_path", type=Path, nargs="+", required=True, help="One or more checkpoints.")
     parser.add_argument("--names", nargs="+", help="A column name per checkpoint (default: the paths).")
     parser.add_argument("--max_shift", type=int, default=4, help="Largest shift in pixels (0-14).")
     parser.add_argument("--out", type=Path, default=Path("runs/shift"), help="Folder for the CSV and PNG.")
-    parser.add_argument("--data_dir", default="data", help="Folder holding MNIST/raw (as --data.data_dir).")
+    parser.add_argument("--data.data_dir", dest="data_dir", default="data", help="Folder holding MNIST/raw.")
     options = parser.parse_args(args)
     if not 0 <= options.max_shift <= 14:
         parser.error(f"--max_shift {options.max_shift}: use 0 to 14 (a 28-pixel digit shifted 14 is half gone).")
@@ -117,7 +116,7 @@ def main(args: list[str] | None = None) -> None:
         for size in range(options.max_shift + 1):
             writer.writerow([size, *(f"{table[name][size]:.6f}" for name in names)])
     print(f"Saved {csv_path}")
-    print(f"Saved {save_plot(table, options.out / 'shift_accuracy.png')}")
+    print(f"Saved {save_figure(shift_figure(table), options.out / 'shift_accuracy.png')}")
 
 
 if __name__ == "__main__":

@@ -1,43 +1,149 @@
-"""After fit and test, the run's folder holds real pictures and a confusion matrix of the whole test set."""
+"""The run's pictures show what they claim: the logged metrics, the test's confusion counts, its misclassified digits.
+
+Each picture is a matplotlib Figure; the tests record the figures the code saves and read their artists
+(line data, image arrays, text), then compare them with metrics.csv and an independent forward pass.
+"""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
+from types import ModuleType
 
+import lightning as L
+import numpy as np
 import pytest
 import torch
-from PIL import Image
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from torchvision.utils import make_grid
 
-from mnist_dense.callbacks.plots import save_misclassified
+from mnist_dense.callbacks import RunPlots, plots
+from mnist_dense.data import MNISTDataModule, load_split
+from mnist_dense.module import MNISTClassifier
+from mnist_dense.scaling import to_model_input
+from tests.conftest import cpu_trainer
 from tests.tiny_runs import fit_tiny, logged
 
+# Two batches of training an epoch: on the tiny digits that leaves about 20 of the 200 test digits wrong.
+WEAK_FIT = ("--trainer.limit_train_batches", "2", "--data.normalization", "standard")
+CELL = 28 + plots.GRID_PADDING
 
-def test_fit_writes_curves_confusion_matrix_and_misclassified_digits(
-    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+
+def record_figures(monkeypatch: pytest.MonkeyPatch, module: ModuleType) -> dict[str, Figure]:
+    """Every figure `module` saves through `save_figure`, by file name (the files are still written)."""
+    saved: dict[str, Figure] = {}
+    real_save = module.save_figure
+
+    def save(fig: Figure, path: Path) -> Path:
+        saved[Path(path).name] = fig
+        return real_save(fig, path)
+
+    monkeypatch.setattr(module, "save_figure", save)
+    return saved
+
+
+def drawn_lines(ax: Axes) -> dict[str, tuple[list[float], list[float]]]:
+    """Each line of an axes by its legend label: (x values, y values)."""
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()}
+
+
+def logged_per_epoch(log_dir: Path, name: str) -> dict[int, float]:
+    """One metric of metrics.csv by epoch, counted from 1 as the curves count them."""
+    with open(log_dir / "metrics.csv") as f:
+        return {int(row["epoch"]) + 1: float(row[name]) for row in csv.DictReader(f) if row.get(name)}
+
+
+def cell_of(text, columns: int) -> int:
+    """Which grid cell (row-major) a text label sits in."""
+    x, y = text.get_position()
+    return int(y // CELL) * columns + int(x // CELL)
+
+
+def test_the_run_pictures_show_the_logged_metrics_the_test_counts_and_its_misclassified_digits(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log_dir = fit_tiny(tiny_mnist, tmp_path / "runs")
+    figures = record_figures(monkeypatch, plots)
+    log_dir = fit_tiny(tiny_mnist, tmp_path / "runs", *WEAK_FIT, "--plots.max_misclassified", "12")
     out = capsys.readouterr().out
-    for name in ("training_curves.png", "confusion_matrix.png"):
-        assert str(log_dir / name) in out  # the paths are printed
-    with Image.open(log_dir / "training_curves.png") as curves:
-        assert curves.size == (1000, 400)
-    with Image.open(log_dir / "confusion_matrix.png") as matrix_png:
-        assert matrix_png.size == (700, 700)
+    pictures = ["training_curves.png", "confusion_matrix.png", "misclassified.png"]
+    for name in [*pictures, "confusion_matrix.csv"]:
+        assert str(log_dir / name) in out and (log_dir / name).stat().st_size > 0  # written, and the path printed
+    assert sorted(figures) == sorted(pictures)
+
+    # Training curves: every line is one logged metric of metrics.csv, epoch by epoch.
+    loss_ax, acc_ax = figures["training_curves.png"].axes
+    for ax, metric in ((loss_ax, "loss"), (acc_ax, "acc")):
+        lines = drawn_lines(ax)
+        assert set(lines) == {"training", "validation"}
+        for label, stage in (("training", "train"), ("validation", "val")):
+            per_epoch = logged_per_epoch(log_dir, f"{stage}_{metric}")
+            assert list(per_epoch) == [1, 2]
+            assert lines[label][0] == [1, 2]
+            assert lines[label][1] == pytest.approx(list(per_epoch.values()), rel=1e-6)
+
+    # An independent forward pass of the checkpoint `fit` tested, on the whole tiny test set.
+    (best,) = (log_dir / "checkpoints").glob("epoch*.ckpt")
+    assert f"({best})" in out.split("Test accuracy:")[1]
+    model = MNISTClassifier.load_from_checkpoint(best, map_location="cpu").eval()
+    images, labels = load_split(tiny_mnist, "test")
+    inputs, labels = to_model_input(images, "standard"), labels.long()
+    with torch.no_grad():
+        predicted = model(inputs).argmax(dim=1)
+    counts = torch.bincount(labels * 10 + predicted, minlength=100).reshape(10, 10)
+
+    # Confusion matrix: the CSV, the picture's image and its numbers are those counts, and they are `test`'s accuracy.
     with open(log_dir / "confusion_matrix.csv") as f:
-        rows = list(csv.reader(f))[1:]
-    matrix = torch.tensor([[int(v) for v in row[1:]] for row in rows])
-    assert matrix.shape == (10, 10)
-    assert int(matrix.sum()) == 200  # every tiny test digit, once
-    test_acc = logged(log_dir, "test_acc")[-1]
-    assert int(matrix.diagonal().sum()) == round(test_acc * 200)  # the same predictions `test` counted
-    wrong = 200 - int(matrix.diagonal().sum())
-    assert (log_dir / "misclassified.png").exists() == (wrong > 0)
+        table = torch.tensor([[int(v) for v in row[1:]] for row in list(csv.reader(f))[1:]])
+    assert torch.equal(table, counts)
+    (ax,) = figures["confusion_matrix.png"].axes
+    assert torch.equal(torch.as_tensor(np.asarray(ax.images[0].get_array())), counts)
+    written = torch.full((10, 10), -1)
+    for text in ax.texts:
+        column, row = (round(v) for v in text.get_position())
+        written[row, column] = int(text.get_text())
+    assert torch.equal(written, counts)
+    assert int(counts.sum()) == 200 and int(counts.diagonal().sum()) == round(logged(log_dir, "test_acc")[-1] * 200)
+    assert f"({int(counts.diagonal().sum())} of 200 right)" in out
+
+    # Misclassified: the first 12 wrong test digits, as `make_grid` of their inputs, each titled true->predicted.
+    wrong = (predicted != labels).nonzero().flatten()
+    assert len(wrong) > 12  # so the cap is tested too
+    shown = wrong[:12]
+    chosen = inputs[shown]
+    scaled = (chosen - chosen.min()) / (chosen.max() - chosen.min())
+    expected = make_grid(scaled, nrow=12, padding=plots.GRID_PADDING, pad_value=plots.GRID_PAD_VALUE)
+    (ax,) = figures["misclassified.png"].axes
+    np.testing.assert_allclose(ax.images[0].get_array(), expected.permute(1, 2, 0).numpy(), atol=1e-6)
+    assert [t.get_text() for t in ax.texts] == [f"{labels[i]}->{predicted[i]}" for i in shown.tolist()]
+    assert [cell_of(t, 12) for t in ax.texts] == list(range(12))
+    assert f"(the first 12 of {len(wrong)})" in out
 
 
-def test_misclassified_grid_has_one_cell_per_digit(tmp_path: Path) -> None:
-    images = torch.rand(14, 28, 28) * 3 - 0.5  # standardized inputs are not in [0, 1]
-    path = save_misclassified(images, [f"{i % 10}->{(i + 1) % 10}" for i in range(14)], tmp_path / "wrong.png")
-    with Image.open(path) as grid:
-        width, height = grid.size
-    assert (width, height) == (1040, 220)  # 12 columns, 2 rows at 0.85 inch and 100 dpi, plus margins
+class BarReader(L.LightningModule):
+    """Not MNISTClassifier: reads the tiny digits' bar (label k: columns 2+2k to 5+2k), but takes a 3 for an 8."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        columns = images[:, 0, 4:24].mean(dim=1)  # (B, 28): the ink of each column
+        logits = torch.stack([columns[:, 2 + 2 * k : 6 + 2 * k].mean(dim=1) for k in range(10)], dim=1)
+        return logits[:, [0, 1, 2, 8, 4, 5, 6, 7, 3, 9]]
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        pass
+
+
+def test_any_module_that_maps_images_to_logits_gets_its_test_pictures(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures = record_figures(monkeypatch, plots)
+    trainer = cpu_trainer(tmp_path, callbacks=[RunPlots(max_misclassified=200)])
+    trainer.test(BarReader(), datamodule=MNISTDataModule(data_dir=str(tiny_mnist)), verbose=False)
+    _, labels = load_split(tiny_mnist, "test")
+    swapped = {3: 8, 8: 3}
+    expected = torch.zeros(10, 10, dtype=torch.long)
+    for label in labels.tolist():
+        expected[label, swapped.get(label, label)] += 1
+    (ax,) = figures["confusion_matrix.png"].axes
+    assert torch.equal(torch.as_tensor(np.asarray(ax.images[0].get_array())), expected)
+    (ax,) = figures["misclassified.png"].axes
+    assert [t.get_text() for t in ax.texts] == [f"{y}->{swapped[y]}" for y in labels.tolist() if y in swapped]

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_dense.data import MNISTDataModule
-from mnist_dense.shift import main
+from mnist_dense import shift
+from mnist_dense.data import MNISTDataModule, load_split
 from mnist_dense.translate import random_translate, shift_images, translate
 from tests.conftest import tiny_digits
+from tests.test_plots import WEAK_FIT, record_figures
 from tests.tiny_runs import fit_tiny, logged
 
 
@@ -60,20 +61,50 @@ def test_only_training_batches_are_translated() -> None:
 
 
 def test_accuracy_at_shift_zero_is_the_test_accuracy_and_falls_with_shift(
-    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    log_dir = fit_tiny(tiny_mnist, tmp_path / "runs", "--data.normalization", "standard")
+    log_dir = fit_tiny(tiny_mnist, tmp_path / "runs", *WEAK_FIT)  # a weak model: about 20 of 200 test digits wrong
     test_acc = logged(log_dir, "test_acc")[-1]
-    best = next((log_dir / "checkpoints").glob("epoch*.ckpt"))  # what `fit` tested
-    main(["--ckpt_path", str(best), "--names", "tiny", "--max_shift", "3", "--data_dir", str(tiny_mnist),
-          "--out", str(tmp_path / "shift")])  # fmt: skip
+    (best,) = (log_dir / "checkpoints").glob("epoch*.ckpt")  # what `fit` tested
+    figures = record_figures(monkeypatch, shift)
+    shift.main(["--ckpt_path", str(best), "--names", "tiny", "--max_shift", "3", "--data.data_dir", str(tiny_mnist),
+                "--out", str(tmp_path / "shift")])  # fmt: skip
     with open(tmp_path / "shift" / "shift_accuracy.csv") as f:
         table = [float(row["tiny"]) for row in csv.DictReader(f)]
     assert len(table) == 4
     assert table[0] == pytest.approx(test_acc, abs=1e-6)
+    # Both would be 1.0 for a model that gets every digit right; here the equality says the same digits are right,
+    # read with the normalization the checkpoint was trained with ("standard"; the default "unit" counts otherwise).
+    assert test_acc < 0.95
+    model, normalization = shift.load_checkpoint(best)
+    images, labels = load_split(tiny_mnist, "test")
+    assert normalization == "standard" and shift.accuracy(model, images, labels, "unit") != pytest.approx(test_acc)
     assert table[0] > table[2] > table[3]  # the bars move onto other classes' columns
-    assert (tmp_path / "shift" / "shift_accuracy.png").stat().st_size > 0
-    assert f"{100 * test_acc:.2f}%" in capsys.readouterr().out.split("shift_accuracy.csv")[0]
+    out = capsys.readouterr().out
+    assert f"{100 * test_acc:.2f}%" in out.split("shift_accuracy.csv")[0]
+    for name in ("shift_accuracy.csv", "shift_accuracy.png"):
+        assert f"Saved {tmp_path / 'shift' / name}" in out and (tmp_path / "shift" / name).stat().st_size > 0
+    (ax,) = figures["shift_accuracy.png"].axes
+    (line,) = ax.get_lines()
+    assert line.get_label() == "tiny" and list(line.get_xdata()) == [0, 1, 2, 3]
+    assert list(line.get_ydata()) == pytest.approx([100 * v for v in table], abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--max_shift", "15"], "--max_shift 15: use 0 to 14"),
+        (["--names", "a", "b"], "--names: 2 names for 1 checkpoints"),
+        (["--data_dir", "x"], "unrecognized arguments: --data_dir"),  # one spelling: the main CLI's --data.data_dir
+    ],
+)
+def test_bad_values_exit_2_with_one_line_naming_the_option(
+    capsys: pytest.CaptureFixture, options: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        shift.main(["--ckpt_path", "none.ckpt", *options])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err.splitlines()[-1]
 
 
 def test_a_negative_translation_is_refused_at_parse_time(capsys: pytest.CaptureFixture) -> None:

@@ -3,7 +3,10 @@
 After `fit`: training_curves.png (loss and accuracy per epoch, train and validation). After `test`:
 confusion_matrix.png (torchmetrics' own confusion matrix and its `plot()`), its counts as
 confusion_matrix.csv, and misclassified.png (test digits the model got wrong, true -> predicted).
-Matplotlib draws off-screen (Agg), so no display is needed.
+
+Each picture is a function that returns a matplotlib `Figure` (`curves_figure`, `confusion_figure`,
+`misclassified_figure`, `labelled_grid_figure`), so what it shows can be checked, and `save_figure`
+writes it. Figures are made with `matplotlib.figure.Figure`, not pyplot: no display, no global state.
 """
 
 from __future__ import annotations
@@ -12,25 +15,97 @@ import csv
 from pathlib import Path
 
 import lightning as L
-import matplotlib
+import torch
+from lightning.pytorch.trainer.states import TrainerFn
+from matplotlib.figure import Figure
+from torch import Tensor
+from torchmetrics.classification import MulticlassConfusionMatrix
+from torchvision.utils import make_grid
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from lightning.pytorch.utilities import rank_zero_only  # noqa: E402
-from torch import Tensor  # noqa: E402
-from torchmetrics.classification import MulticlassConfusionMatrix  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
-
-from mnist_dense.constants import NUM_CLASSES  # noqa: E402
+from mnist_dense.constants import NUM_CLASSES
 
 CURVES = (("loss", "Loss (cross-entropy)"), ("acc", "Accuracy"))
+STAGES = (("train", "training", "o-"), ("val", "validation", "s--"))
 GRID_COLUMNS = 12
 GRID_PADDING = 2
+GRID_PAD_VALUE = 0.5
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write a figure as a PNG at 100 dpi (its folder is made if needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def curves_figure(epochs: list[dict[str, float]]) -> Figure:
+    """Loss and accuracy against epoch, one line per stage that logged them.
+
+    `epochs` holds one row per epoch: {"epoch": 1, "train_loss": ..., "val_acc": ...}; a missing value is a gap.
+    """
+    fig = Figure(figsize=(10, 4), layout="tight")
+    numbers = [row["epoch"] for row in epochs]
+    for ax, (metric, title) in zip(fig.subplots(1, len(CURVES)), CURVES, strict=True):
+        for stage, label, style in STAGES:
+            values = [row.get(f"{stage}_{metric}", float("nan")) for row in epochs]
+            if any(v == v for v in values):  # at least one logged (not NaN)
+                ax.plot(numbers, values, style, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_xticks(numbers)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
+
+
+def confusion_figure(matrix: Tensor) -> Figure:
+    """torchmetrics' `MulticlassConfusionMatrix.plot()` of the counts: rows true digit, columns predicted."""
+    fig = Figure(figsize=(7, 7), layout="constrained")
+    classes = len(matrix)
+    MulticlassConfusionMatrix(num_classes=classes).plot(
+        val=matrix, ax=fig.subplots(), labels=[str(k) for k in range(classes)]
+    )
+    return fig
+
+
+def labelled_grid_figure(
+    images: Tensor, titles: list[str], *, columns: int, inches: float = 0.85, title: str | None = None
+) -> Figure:
+    """One torchvision `make_grid` picture of images (N, 1, H, W) in [0, 1], each cell titled in its top-left corner."""
+    columns = min(columns, max(len(images), 1))
+    rows = -(-len(images) // columns)
+    grid = make_grid(images, nrow=columns, padding=GRID_PADDING, pad_value=GRID_PAD_VALUE)
+    fig = Figure(figsize=(columns * inches + 0.2, rows * inches + (0.5 if title else 0.2)), layout="tight")
+    ax = fig.subplots()
+    ax.imshow(grid.permute(1, 2, 0).numpy(), vmin=0, vmax=1)
+    cell_height, cell_width = (size + GRID_PADDING for size in images.shape[-2:])
+    for i, text in enumerate(titles):
+        row, column = divmod(i, columns)
+        x, y = column * cell_width + GRID_PADDING + 1, row * cell_height + GRID_PADDING + 1
+        ax.text(x, y, text, color="yellow", fontsize=7, va="top", ha="left")
+    if title:
+        ax.set_title(title)
+    ax.axis("off")
+    return fig
+
+
+def misclassified_figure(images: Tensor, titles: list[str]) -> Figure:
+    """Model inputs (N, 28, 28) or (N, 1, 28, 28), any normalization, titled "true->predicted".
+
+    The inputs are scaled together to the grid's [0, 1] (background -> 0, the brightest ink -> 1).
+    """
+    images = images.float().reshape(len(images), 1, *images.shape[-2:])
+    scaled = (images - images.min()) / (images.max() - images.min()).clamp_min(1e-8)
+    return labelled_grid_figure(
+        scaled, titles, columns=GRID_COLUMNS, title="Misclassified test digits: true -> predicted"
+    )
 
 
 class RunPlots(L.Callback):
     """Training curves after fit; confusion matrix and misclassified digits after test.
+
+    Works with any LightningModule whose forward maps a batch's images to class logits, and batches
+    `(images, labels)`.
 
     Args:
         enabled: Write the pictures (false: skip them all).
@@ -39,7 +114,8 @@ class RunPlots(L.Callback):
 
     def __init__(self, enabled: bool = True, max_misclassified: int = 60) -> None:
         self.enabled, self.max_misclassified = enabled, max_misclassified
-        self.epochs: list[dict[str, float]] = []
+        self.epochs: dict[int, dict[str, float]] = {}  # epoch number (from 1) -> its logged train_* and val_*
+        self._training_epoch: int | None = None
         self.confusion = MulticlassConfusionMatrix(num_classes=NUM_CLASSES)
         self.wrong_images: list[Tensor] = []
         self.wrong_titles: list[str] = []
@@ -48,42 +124,41 @@ class RunPlots(L.Callback):
         """Call on every rank: under DDP `trainer.log_dir` is a broadcast, so rank 0 alone would hang."""
         return Path(trainer.log_dir or trainer.default_root_dir)
 
-    # ----- fit: one row of logged epoch metrics per epoch -----
+    # ----- fit: the logged epoch metrics, per epoch -----
+    # Lightning calls a callback's on_train_epoch_end *before* the module's, where the module logs its
+    # training metrics; so an epoch's train_* are read once it is over: as the next one starts, or as fit ends.
+
+    def _note(self, trainer: L.Trainer, stage: str, epoch: int) -> None:
+        row = self.epochs.setdefault(epoch + 1, {"epoch": epoch + 1})
+        for name, value in trainer.callback_metrics.items():
+            if name.split("_")[0] == stage:
+                row[name] = float(value)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.epochs = []
+        self.epochs, self._training_epoch = {}, None
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        row = {"epoch": trainer.current_epoch + 1}
-        for name, value in trainer.callback_metrics.items():
-            if name.split("_")[0] in ("train", "val"):
-                row[name] = float(value)
-        self.epochs.append(row)
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._training_epoch is not None:
+            self._note(trainer, "train", self._training_epoch)
+        self._training_epoch = trainer.current_epoch
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._note(trainer, "val", trainer.current_epoch)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._training_epoch is not None:
+            self._note(trainer, "train", self._training_epoch)
+            self._training_epoch = None
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         folder = self._folder(trainer)
         if self.enabled and self.epochs and trainer.is_global_zero:
-            path = self.save_curves(folder / "training_curves.png")
+            path = save_figure(curves_figure(self.curve_rows()), folder / "training_curves.png")
             print(f"Training curves: {path}")
 
-    def save_curves(self, path: Path) -> Path:
-        fig, axes = plt.subplots(1, len(CURVES), figsize=(10, 4))
-        epochs = [row["epoch"] for row in self.epochs]
-        for ax, (metric, title) in zip(axes, CURVES, strict=True):
-            for stage, style in (("train", "o-"), ("val", "s--")):
-                values = [row.get(f"{stage}_{metric}", float("nan")) for row in self.epochs]
-                if any(v == v for v in values):  # at least one logged (not NaN)
-                    ax.plot(epochs, values, style, label={"train": "training", "val": "validation"}[stage])
-            ax.set_title(title)
-            ax.set_xlabel("epoch")
-            ax.set_xticks(epochs)
-            ax.grid(alpha=0.3)
-            ax.legend()
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+    def curve_rows(self) -> list[dict[str, float]]:
+        return [self.epochs[epoch] for epoch in sorted(self.epochs)]
 
     # ----- test: predictions gathered batch by batch -----
 
@@ -96,13 +171,15 @@ class RunPlots(L.Callback):
         if not self.enabled:
             return
         images, targets = batch
-        predicted = pl_module(images).argmax(dim=1)  # one extra forward of a small network: cheap
+        with torch.no_grad():
+            predicted = pl_module(images).argmax(dim=1)  # one extra forward of a small network: cheap
         self.confusion.update(predicted, targets)
         room = self.max_misclassified - len(self.wrong_titles)
         if room > 0:
             wrong = (predicted != targets).nonzero().flatten()[:room]
             self.wrong_images.append(images[wrong].detach().cpu())
-            self.wrong_titles += [f"{int(targets[i])}->{int(predicted[i])}" for i in wrong]
+            pairs = zip(targets[wrong].tolist(), predicted[wrong].tolist(), strict=True)
+            self.wrong_titles += [f"{true}->{guess}" for true, guess in pairs]
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.enabled:
@@ -112,44 +189,17 @@ class RunPlots(L.Callback):
         if trainer.is_global_zero:
             self._save_test_pictures(folder, matrix)
 
-    @rank_zero_only
     def _save_test_pictures(self, folder: Path, matrix: Tensor) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        fig, _ = self.confusion.plot(val=matrix, labels=[str(k) for k in range(NUM_CLASSES)])
-        fig.set_size_inches(7, 7)
-        fig.savefig(folder / "confusion_matrix.png", dpi=100)
-        plt.close(fig)
-        with open(folder / "confusion_matrix.csv", "w", newline="") as f:
+        png = save_figure(confusion_figure(matrix), folder / "confusion_matrix.png")
+        table = folder / "confusion_matrix.csv"
+        with open(table, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["true\\predicted", *range(NUM_CLASSES)])
+            writer.writerow(["true\\predicted", *range(len(matrix))])
             for label, row in enumerate(matrix.tolist()):
                 writer.writerow([label, *row])
         total, correct = int(matrix.sum()), int(matrix.diagonal().sum())
-        print(f"Confusion matrix: {folder / 'confusion_matrix.png'} ({correct:,} of {total:,} right)")
+        print(f"Confusion matrix: {png}, {table} ({correct:,} of {total:,} right)")
         if self.wrong_titles:
-            path = save_misclassified(torch.cat(self.wrong_images), self.wrong_titles, folder / "misclassified.png")
+            figure = misclassified_figure(torch.cat(self.wrong_images), self.wrong_titles)
+            path = save_figure(figure, folder / "misclassified.png")
             print(f"Misclassified digits: {path} (the first {len(self.wrong_titles)} of {total - correct:,})")
-
-
-def save_misclassified(images: Tensor, titles: list[str], path: Path) -> Path:
-    """A `make_grid` of model inputs (any normalization: scaled to the grid's range), titled true->predicted."""
-    columns = min(GRID_COLUMNS, len(images))
-    scaled = (images - images.min()) / (images.max() - images.min()).clamp_min(1e-8)  # background -> 0, ink -> 1
-    grid = make_grid(
-        scaled.reshape(len(images), 1, *images.shape[-2:]), nrow=columns, padding=GRID_PADDING, pad_value=0.5
-    )
-    rows = -(-len(images) // columns)
-    fig, ax = plt.subplots(figsize=(columns * 0.85 + 0.2, rows * 0.85 + 0.5))
-    ax.imshow(grid.permute(1, 2, 0).numpy())
-    cell = images.shape[-1] + GRID_PADDING
-    for i, title in enumerate(titles):
-        row, column = divmod(i, columns)
-        ax.text(
-            column * cell + GRID_PADDING + 1, row * cell + GRID_PADDING + 1, title, color="yellow", fontsize=7, va="top"
-        )
-    ax.set_title("Misclassified test digits: true -> predicted")
-    ax.axis("off")
-    fig.tight_layout(pad=0.2)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
