@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help install fit test lint bench clean
+.PHONY: help install fit test lint bench results clean
 .DEFAULT_GOAL := help
 
 help: ## List the targets
@@ -34,3 +34,6 @@ clean: ## Remove run outputs and decompressed data (keeps .venv)
 
 bench: $(INSTALLED) ## Time fit against the usual port and a plain loop; table in runs/bench/latest.md (ARGS="--repeats 1")
 	$(PY) -m benchmarks.bench $(ARGS)
+
+results: $(INSTALLED) ## Rerun every accuracy figure of the README (seeds 0-2, configs, shifts, own pictures): about 6 min
+	$(PY) -m benchmarks.results $(ARGS)

@@ -23,6 +23,7 @@ from mnist_dense.callbacks.plots import save_figure
 from mnist_dense.checkpoints import CheckpointError, read_checkpoint
 from mnist_dense.constants import NUM_CLASSES
 from mnist_dense.data import MNISTDataError, load_split
+from mnist_dense.data.files import default_data_dir
 from mnist_dense.module import MNISTClassifier
 from mnist_dense.scaling import to_model_input
 from mnist_dense.translate import DIRECTIONS, shift_images
@@ -83,7 +84,9 @@ def parse_args(args: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--names", nargs="+", help="A column name per checkpoint (default: the paths).")
     parser.add_argument("--max_shift", type=int, default=4, help="Largest shift in pixels (0-14).")
     parser.add_argument("--out", type=Path, default=Path("runs/shift"), help="Folder for the CSV and PNG.")
-    parser.add_argument("--data.data_dir", dest="data_dir", default="data", help="Folder holding MNIST/raw.")
+    parser.add_argument(
+        "--data.data_dir", dest="data_dir", default=default_data_dir(), help="Folder holding MNIST/raw."
+    )
     options = parser.parse_args(args)
     if not 0 <= options.max_shift <= 14:
         parser.error(f"--max_shift {options.max_shift}: use 0 to 14 (a 28-pixel digit shifted 14 is half gone).")

@@ -19,6 +19,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from mnist_dense.callbacks.plots import labelled_grid_figure, save_figure
 from mnist_dense.data import MNISTDataError, load_split
+from mnist_dense.data.files import default_data_dir
 from mnist_dense.scaling import NORMALIZATIONS, to_model_input
 
 GRID_COLUMNS = 10
@@ -81,7 +82,9 @@ def parse_args(args: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--index", type=int, default=0, help="Training image to show (0-59,999).")
     parser.add_argument("--grid", type=int, default=25, help="How many of the first training digits the grid shows.")
     parser.add_argument("--out", type=Path, default=Path("runs/show"), help="Folder for the PNG files.")
-    parser.add_argument("--data.data_dir", dest="data_dir", default="data", help="Folder holding MNIST/raw.")
+    parser.add_argument(
+        "--data.data_dir", dest="data_dir", default=default_data_dir(), help="Folder holding MNIST/raw."
+    )
     parser.add_argument(
         "--data.normalization",
         dest="normalization",

@@ -31,9 +31,9 @@ class PauseAtStep(L.Callback):
 
 
 class SpoilLastEpoch(L.Callback):
-    """Scrambles the weights as the last epoch starts, so that the last epoch is surely not the best one."""
+    """Scrambles the weights after the last epoch's validation: its last.ckpt is surely worse than the best one."""
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch == trainer.max_epochs - 1:
             with torch.no_grad():
                 for parameter in pl_module.parameters():

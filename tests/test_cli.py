@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import subprocess
@@ -9,11 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from mnist_dense import MNISTClassifier
+from mnist_dense import MNISTClassifier, MNISTDataModule
+from mnist_dense.checkpoints import read_checkpoint
 from mnist_dense.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, cpu_trainer
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
@@ -63,6 +66,7 @@ def test_defaults_are_the_tutorial(capsys: pytest.CaptureFixture) -> None:
     assert config["model"]["lr"] == 0.001 and config["model"]["hidden"] == 128
 
 
+@pytest.mark.slow
 def test_fit_end_to_end_on_bundled_mnist(tmp_path: Path) -> None:
     """A fraction of an epoch on the real data, then the test set with the best checkpoint."""
     root = tmp_path / "run"
@@ -85,6 +89,7 @@ def test_fit_end_to_end_on_bundled_mnist(tmp_path: Path) -> None:
     assert (root / "version_1" / "config.yaml").exists() and (version / "checkpoints" / "last.ckpt").exists()
 
 
+@pytest.mark.slow
 def test_validate_and_test_from_a_checkpoint(tmp_path: Path) -> None:
     root = tmp_path / "run"
     assert run_cli("fit", "--config", "configs/smoke.yaml", "--trainer.default_root_dir", str(root)).returncode == 0
@@ -94,23 +99,44 @@ def test_validate_and_test_from_a_checkpoint(tmp_path: Path) -> None:
     assert re.search(r"test_acc\s+0\.(8|9)\d+", result.stdout)
 
 
-def test_package_works_from_another_folder_with_a_users_own_trainer(tmp_path: Path) -> None:
-    script = f"""
-import lightning as L, torch
-from mnist_dense import MNISTClassifier, MNISTDataModule
-L.seed_everything(1)
-dm = MNISTDataModule(data_dir={str(REPO / "data")!r}, val_size=1000)
-model = MNISTClassifier()
-trainer = L.Trainer(max_steps=200, limit_val_batches=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False)
-trainer.fit(model, datamodule=dm)
-print("ACC", trainer.test(model, datamodule=dm, verbose=False)[0]["test_acc"])
-"""
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+def readme_example() -> str:
+    """The Python block of the README's "Use it from another project" section, exactly as a reader copies it."""
+    section = (REPO / "README.md").read_text().split("## Use it from another project", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.slow
+def test_readme_example_trains_a_conv_net_of_its_own_from_another_folder(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", readme_example()], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert float(result.stdout.split("ACC")[-1]) > 0.85
+    accuracy = float(re.search(r"test accuracy ([\d.]+)", result.stdout).group(1))
+    assert accuracy > 0.95  # a small conv net after one epoch on the bundled MNIST
+    assert not (tmp_path / "data").exists()  # it found the bundled data without a path
 
 
+def test_after_fit_tests_the_best_checkpoint_not_the_last_epoch(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    main(["fit", "--data.data_dir", str(tiny_mnist), "--data.val_size", "100", "--trainer.max_epochs", "3",
+          "--trainer.callbacks+=tests.helpers.SpoilLastEpoch", "--trainer.default_root_dir", str(tmp_path),
+          "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    printed = re.search(r"Test accuracy: ([\d.]+)% on 200 images \((.+)\)", capsys.readouterr().out)
+    folder = tmp_path / "version_0" / "checkpoints"
+    (best,) = folder.glob("epoch*.ckpt")
+    assert printed.group(2) == str(best) and read_checkpoint(best)["epoch"] < 2
+
+    def accuracy(path: Path) -> float:
+        model = MNISTClassifier.load_from_checkpoint(path, map_location="cpu")
+        dm = MNISTDataModule(str(tiny_mnist), val_size=100)
+        return cpu_trainer(tmp_path / "eval").test(model, datamodule=dm, verbose=False)[0]["test_acc"]
+
+    assert float(printed.group(1)) == pytest.approx(100 * accuracy(best), abs=0.005)
+    assert accuracy(folder / "last.ckpt") < accuracy(best) - 0.2  # testing the last epoch would show
+
+
+@pytest.mark.slow
 def test_bad_data_folder_exits_non_zero_with_one_clear_message(tmp_path: Path) -> None:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -129,3 +155,31 @@ def test_bad_data_folder_exits_non_zero_with_one_clear_message(tmp_path: Path) -
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert f"{raw.resolve()}/t10k-labels-idx1-ubyte is empty" in result.stderr
+
+
+@pytest.mark.slow
+def test_predicting_own_pictures_needs_only_the_checkpoint_from_any_folder(tiny_mnist: Path, tmp_path: Path) -> None:
+    from torchvision.io import write_png
+
+    from mnist_dense.pictures import prepare_digit
+    from mnist_dense.scaling import to_model_input
+
+    main(["fit", "--data.data_dir", str(tiny_mnist), "--data.val_size", "100", "--trainer.max_epochs", "1",
+          "--data.normalization", "standard", "--test_after_fit", "false", "--trainer.enable_progress_bar", "false",
+          "--trainer.default_root_dir", str(tmp_path / "fit")])  # fmt: skip
+    ckpt = tmp_path / "fit" / "version_0" / "checkpoints" / "last.ckpt"
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "mine").mkdir(parents=True)
+    picture = torch.zeros(1, 120, 90, dtype=torch.uint8)
+    picture[0, 10:110, 40:55] = 255  # the tiny data's digit 2 is a bar at columns 6-9: here one tall bar
+    write_png(picture, str(elsewhere / "mine" / "bar.png"))
+    result = run_cli("predict", "--ckpt_path", str(ckpt), "--data.predict_images", "mine",
+                     "--data.data_dir", str(elsewhere / "no-mnist-here"), cwd=elsewhere)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (elsewhere / "no-mnist-here").exists()  # no MNIST file was looked for, let alone downloaded
+    (row,) = csv.DictReader((elsewhere / "runs" / "version_0" / "predictions.csv").open())
+    model = MNISTClassifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    with torch.no_grad():  # the checkpoint's own normalization ("standard") applied to the prepared picture
+        probabilities = model(to_model_input(prepare_digit(picture)[None], "standard")).softmax(1)[0]
+    assert int(row["predicted"]) == int(probabilities.argmax())
+    assert float(row["probability"]) == pytest.approx(float(probabilities.max()), abs=1e-6)

@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from mnist_dense.constants import TRAIN_COUNT, TUTORIAL_BATCH_SIZE
-from mnist_dense.data.files import ensure_mnist_files, load_split
+from mnist_dense.data.files import default_data_dir, ensure_mnist_files, load_split
 from mnist_dense.data.sampling import ResumableDataLoader, ResumableSampler, run_seed, split_indices
 from mnist_dense.scaling import NORMALIZATIONS, Normalization, to_model_input
 from mnist_dense.translate import random_translate
@@ -52,7 +52,8 @@ class MNISTDataModule(L.LightningDataModule):
     """MNIST from `<data_dir>/MNIST/raw`, checked, held in memory, normalized on the batch's device.
 
     Args:
-        data_dir: Folder holding MNIST/raw with the four IDX files (gzip or not).
+        data_dir: Folder holding MNIST/raw with the four IDX files (gzip or not); by default the copy in this
+            repository's data/, wherever you run from.
         batch_size: Training batch size per process; 32 is Keras' default, as in the tutorial.
         val_size: Training images held out for validation (a fixed split); 0 trains on all 60,000 as the tutorial does.
         normalization: "unit" divides pixels by 255 as the tutorial does; "standard" then subtracts
@@ -66,7 +67,7 @@ class MNISTDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str = "data",
+        data_dir: str = default_data_dir(),
         batch_size: PositiveInt = TUTORIAL_BATCH_SIZE,
         val_size: ValSize = 5000,
         normalization: Normalization = "unit",

@@ -24,6 +24,8 @@ from mnist_dense.constants import IMAGE_SIZE, NUM_CLASSES, TEST_COUNT, TRAIN_COU
 
 Split = Literal["train", "test"]
 DOWNLOAD_TIMEOUT_S = 30.0
+# The copy of MNIST this repository carries (data/MNIST/raw), found from any working folder.
+BUNDLED_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 HEADER_BYTES = {IMAGE_MAGIC: 16, LABEL_MAGIC: 8}
 
@@ -60,6 +62,11 @@ MNIST_FILES = {
 
 class MNISTDataError(RuntimeError):
     """A problem with the MNIST files on disk; the message names the file and the fix."""
+
+
+def default_data_dir() -> str:
+    """The bundled copy when the package runs from a clone of this repository, else ./data."""
+    return str(BUNDLED_DATA_DIR) if (BUNDLED_DATA_DIR / "MNIST" / "raw").is_dir() else "data"
 
 
 def raw_folder(data_dir: str | Path) -> Path:
