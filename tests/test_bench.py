@@ -21,13 +21,19 @@ def test_benchmark_runs_tiny_and_writes_a_table_and_raw_json(tmp_path: Path, cap
     table = (out / "latest.md").read_text()
     assert table == capsys.readouterr().out.strip() + "\n"
     assert "| (a) `python -m mnist_dense fit` |" in table and "| (c) a plain PyTorch loop" in table
-    assert "per epoch a/c = " in table and "(b)" not in table
+    assert "(b)" not in table and "(d)" not in table and "load average" in table
+    for target in ("per epoch a/c = ", "(target <= 2.5: ", "whole process a/c = ", "(target <= 2.0: "):
+        assert target in table
+    assert "peak memory of a = " in table and "accuracy |a - c| = " in table
     (raw_path,) = out.glob("*.json")
     raw = json.loads(raw_path.read_text())
     assert [r["which"] for r in raw["runs"]] == ["a", "c"]
     for run in raw["runs"]:
-        assert len(run["epoch_seconds"]) == 1 and run["epoch_seconds"][0] > 0
+        assert len(run["epoch_seconds"]) == len(run["epoch_cpu_seconds"]) == 1 and run["epoch_seconds"][0] > 0
+        assert run["epoch_cpu_seconds"][0] > 0 and run["process_cpu_seconds"] > 0
         assert 0.1 < run["test_acc"] <= 1 and 100 < run["peak_rss_mb"] < 10_000
+    # (a) ran with its progress bar on, as a user runs it, and the epoch timer's line was still found
+    assert "Epoch 0" in (out / raw["time"] / "a0" / "output.log").read_text()
 
 
 def test_benchmark_refuses_an_unknown_run_name(capsys: pytest.CaptureFixture) -> None:
