@@ -32,7 +32,7 @@ clean: ## Remove run outputs and decompressed data (keeps .venv)
 	rm -rf runs lightning_logs .pytest_cache
 	rm -f data/MNIST/raw/*-ubyte
 
-bench: $(INSTALLED) ## Time fit against the usual port and a plain loop; table in runs/bench/latest.md (ARGS="--repeats 1")
+bench: $(INSTALLED) ## fit vs the usual port and a plain loop, against the issue's targets; runs/bench/latest.md (ARGS="--threads 1" on a busy machine)
 	$(PY) -m benchmarks.bench $(ARGS)
 
 results: $(INSTALLED) ## Rerun every accuracy figure of the README (seeds 0-2, configs, shifts, own pictures): about 6 min

@@ -12,8 +12,6 @@ Each variant is `python -m mnist_dense fit` with one thing changed, run as its o
   no_metrics     no training loss or accuracy at all, as the plain loop (subclass `NoTrainMetricsClassifier`)
   no_nvml        PYTORCH_NVML_BASED_CUDA_CHECK unset where no NVML library loads (`skip_nvml_check_without_nvml`)
   fused_no_nvml  both of the last two
-  grouped        mnist_dense.grouped.GroupedStepsClassifier (16 batches a training_step)
-  grouped_fast   the same with Adam(fused=True) and no_nvml       (subclass `FusedGroupedClassifier`)
   one_thread     OMP_NUM_THREADS=1 in the environment (meaningless with --threads)
 
 The variants that need another LightningModule run the package's own CLI with that class in place of
@@ -47,7 +45,6 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.baselines import RESULT_PREFIX
-from mnist_dense.grouped import GroupedStepsClassifier
 from mnist_dense.module import MNISTClassifier
 
 RESULT_LINE = re.compile(re.escape(RESULT_PREFIX) + r"(\{.*\})")
@@ -92,13 +89,6 @@ class NoTrainMetricsClassifier(MNISTClassifier):
         pass
 
 
-class FusedGroupedClassifier(GroupedStepsClassifier):
-    """The grouped steps with Adam(fused=True)."""
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=True)
-
-
 def skip_nvml_check_without_nvml() -> None:
     """`import lightning` sets PYTORCH_NVML_BASED_CUDA_CHECK=1, so that `torch.cuda.is_available()` asks NVML
     instead of initializing CUDA. torch 2.14's `Adam.step` calls it every step, and where no NVML library is
@@ -123,8 +113,6 @@ VARIANTS: dict[str, tuple[str, list[str], dict[str, str], bool]] = {
     "no_metrics": (HERE + "NoTrainMetricsClassifier", [], {}, False),
     "no_nvml": (MODULE, [], {}, True),
     "fused_no_nvml": (HERE + "FusedAdamClassifier", [], {}, True),
-    "grouped": ("mnist_dense.grouped.GroupedStepsClassifier", [], {}, False),
-    "grouped_fast": (HERE + "FusedGroupedClassifier", [], {}, True),
     "one_thread": (MODULE, [], {"OMP_NUM_THREADS": "1"}, False),
 }
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench
+from benchmarks import bench, step_costs
+from mnist_dense.checkpoints import read_checkpoint
 from tests.conftest import BUNDLED_DATA
 
 
@@ -21,7 +22,7 @@ def test_benchmark_runs_tiny_and_writes_a_table_and_raw_json(tmp_path: Path, cap
     table = (out / "latest.md").read_text()
     assert table == capsys.readouterr().out.strip() + "\n"
     assert "| (a) `python -m mnist_dense fit` |" in table and "| (c) a plain PyTorch loop" in table
-    assert "(b)" not in table and "(d)" not in table and "load average" in table
+    assert "(b)" not in table and "load average" in table
     for target in ("per epoch a/c = ", "(target <= 2.5: ", "whole process a/c = ", "(target <= 2.0: "):
         assert target in table
     assert "peak memory of a = " in table and "accuracy |a - c| = " in table
@@ -40,3 +41,25 @@ def test_benchmark_refuses_an_unknown_run_name(capsys: pytest.CaptureFixture) ->
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--only", "a,x"])
     assert exit_info.value.code == 2 and "--only 'a,x'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_step_costs_runs_its_variants_through_the_cli_and_reports_each_against_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    step_costs.main(
+        ["--only", "default,fused,no_nvml", "--repeats", "1", "--limit", "8", "--threads", "1"]
+        + ["--data_dir", str(BUNDLED_DATA), "--out_dir", str(tmp_path)]
+    )
+    printed = capsys.readouterr().out
+    assert "| default | " in printed and "| fused | " in printed and "| no_nvml | " in printed
+    # each variant really ran what it names: the fused run's Adam is fused, the default's is not
+    for name, fused in (("default", None), ("fused", True)):
+        checkpoint = read_checkpoint(tmp_path / f"{name}0" / "version_0" / "checkpoints" / "last.ckpt")
+        assert checkpoint["optimizer_states"][0]["param_groups"][0]["fused"] is fused
+
+
+def test_step_costs_refuses_an_unknown_variant(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        step_costs.main(["--only", "default,warp_speed"])
+    assert exit_info.value.code == 2 and "warp_speed" in capsys.readouterr().err
