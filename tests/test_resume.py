@@ -225,3 +225,17 @@ def test_atomic_save_keeps_the_previous_checkpoint_whole_until_the_new_one_is_re
     assert seen_at_rename == [{"generation": 1}]
     assert torch.load(target, weights_only=True) == {"generation": 2}
     assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_the_cli_writes_every_checkpoint_through_the_atomic_plugin(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renamed = []
+    real_replace = checkpoints.os.replace
+    monkeypatch.setattr(
+        checkpoints.os, "replace", lambda src, dst: (renamed.append(Path(dst).name), real_replace(src, dst))
+    )
+    fit(tmp_path, "--data.data_dir", str(tiny_mnist), *TINY, "--trainer.max_epochs", "2")
+    written = sorted(p.name for p in (tmp_path / "version_0" / "checkpoints").iterdir())
+    assert {name for name in renamed if name.endswith(".ckpt")} == set(written) and "last.ckpt" in written
+    assert renamed.count("last.ckpt") == 2  # rewritten at the end of each epoch, atomically each time

@@ -1,9 +1,10 @@
 """Ctrl-C and SIGTERM during `fit`: finish the current step, save `interrupted.ckpt`, say how to resume.
 
-The first Ctrl-C (or a SIGTERM) stops training after the step in progress, so the checkpoint holds whole
+Lightning already stops after the step in progress on SIGTERM (its `SIGTERMException`, raised by every
+process together under DDP); the first Ctrl-C is made to do the same, so the checkpoint holds whole
 steps. The training DataLoader's position inside the epoch is saved with it (`data.sampling`), so the
 resumed run skips exactly the batches already trained and ends with the weights of the run left alone.
-A second Ctrl-C stops at once. Under DDP, Lightning itself stops every process together after SIGTERM.
+A second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -77,8 +78,6 @@ class SaveOnInterrupt(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if self._stop_requested:
             raise KeyboardInterrupt
-        if trainer.received_sigterm and trainer.world_size == 1:  # on one process Lightning waits for the epoch's end
-            raise SIGTERMException
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         global received
