@@ -23,8 +23,18 @@ seconds per epoch, whole process seconds and CPU seconds, and each variant's dif
 On a machine shared with other jobs give `--threads 1`: torch's threads spinning for a core swamp
 every other cost (and the CPU seconds are then the work done).
 
+Whole epochs one after the other are at the mercy of a busy machine (differences of 0.3-0.5 s an epoch
+drown in it). `--interleaved` measures the small ones more surely: one fit per factor, in this process,
+the factor switched on and off every 50 steps (`Interleave`), the median step time under each; factors
+bar_off, bar1, log_steps, no_metrics, foreach, fused (switched in the optimizer's param_groups) and
+no_nvml. `--in_process` runs the variants as above but in this process (no start-up).
+
 `python -m benchmarks.step_costs --imports` instead times the start-up imports (`python -X importtime`)
 of `python -m mnist_dense fit --help`: the total, and who imports the heavy packages.
+
+    python -m benchmarks.step_costs --threads 1                  # every variant, 3 rounds: about 8 minutes
+    python -m benchmarks.step_costs --threads 1 --interleaved    # 7 factors, one epoch each: about 1 minute
+    python -m benchmarks.step_costs --imports
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import argparse
 import ctypes
 import importlib
 import json
+import logging
 import os
 import re
 import statistics
@@ -41,14 +52,17 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from benchmarks.baselines import RESULT_PREFIX
 from mnist_dense.module import MNISTClassifier
 
 RESULT_LINE = re.compile(re.escape(RESULT_PREFIX) + r"(\{.*\})")
 BAR = "--trainer.callbacks+=TQDMProgressBar"
+STEPS_PER_EPOCH = 1719  # 55,000 training images (the default split) at batch 32
 
 
 class ForeachAdamClassifier(MNISTClassifier):
@@ -89,6 +103,146 @@ class NoTrainMetricsClassifier(MNISTClassifier):
         pass
 
 
+class ToggleClassifier(MNISTClassifier):
+    """`MNISTClassifier` whose training step can log every step or skip its metrics, switched by `Interleave`."""
+
+    log_every_step = False
+    update_metrics = True
+
+    def training_step(self, batch, batch_idx: int):
+        if not self.update_metrics:
+            images, labels = batch
+            return F.cross_entropy(self(images), labels)
+        loss = self.shared_step(batch, "train")
+        if self.log_every_step:  # other names than the epoch's own `train_loss`, `train_acc`: the same cost per call
+            self.log("train_loss_per_step", self.train_loss, on_step=False, on_epoch=True)
+            self.log("train_acc_per_step", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+
+class SwitchableBar(TQDMProgressBar):
+    """Lightning's TQDM bar whose refresh rate `Interleave` switches (TQDMProgressBar reads the public property)."""
+
+    def __init__(self, refresh_rate: int = 20) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.rate = refresh_rate
+
+    @property
+    def refresh_rate(self) -> int:
+        return self.rate
+
+
+# factor: (what mode 0 is, what mode 1 is)
+FACTORS = {
+    "bar_off": ("bar every 20 steps", "bar off"),
+    "bar1": ("bar every 20 steps", "bar every step"),
+    "log_steps": ("metrics logged once an epoch", "2 self.log calls every step"),
+    "no_metrics": ("metric updates every step", "no training metrics"),
+    "foreach": ("Adam default (for-loop)", "Adam foreach=True"),
+    "fused": ("Adam default (for-loop)", "Adam fused=True"),
+    "no_nvml": ("PYTORCH_NVML_BASED_CUDA_CHECK=1 (Lightning's)", "unset where NVML does not load"),
+}
+
+
+class Interleave(L.Callback):
+    """Switches one factor on and off every `block` steps of one fit and times every step under each.
+
+    A step is timed from one `on_train_batch_end` to the next, so it holds everything Lightning does per batch. The
+    first two steps after each switch are not counted. Medians per step resist a busy machine far better than
+    whole epochs run one after the other.
+    """
+
+    def __init__(self, factor: str = "bar_off", block: int = 50) -> None:
+        if factor not in FACTORS:
+            raise ValueError(f"Interleave(factor={factor!r}): choose from {', '.join(FACTORS)}")
+        self.factor, self.block = factor, block
+        self.times: dict[int, list[float]] = {0: [], 1: []}
+        self._last: float | None = None
+        self._mode = 0
+
+    def _apply(self, trainer: L.Trainer, pl_module: L.LightningModule, mode: int) -> None:
+        factor = self.factor
+        if factor in ("bar_off", "bar1"):
+            bar = trainer.progress_bar_callback
+            if not isinstance(bar, SwitchableBar):
+                raise SystemExit("error: the bar factors need --trainer.callbacks+=benchmarks.step_costs.SwitchableBar")
+            if factor == "bar_off":
+                bar.disable() if mode else bar.enable()
+            else:
+                bar.rate = 1 if mode else 20
+        elif factor == "log_steps":
+            pl_module.log_every_step = bool(mode)
+        elif factor == "no_metrics":
+            pl_module.update_metrics = not mode
+        elif factor in ("foreach", "fused"):
+            for group in trainer.optimizers[0].param_groups:
+                group[factor] = True if mode else None
+        elif factor == "no_nvml":
+            os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+            if mode:
+                skip_nvml_check_without_nvml()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        mode = (batch_idx // self.block) % 2
+        if mode != self._mode or batch_idx == 0:
+            self._apply(trainer, pl_module, mode)
+            self._mode, self._since_switch = mode, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last is not None and self._since_switch >= 2:
+            self.times[self._mode].append(now - self._last)
+        self._last, self._since_switch = now, self._since_switch + 1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._apply(trainer, pl_module, 0)
+        self._last = None
+        off, on = (statistics.median(self.times[m]) * 1e3 for m in (0, 1))
+        result = {"factor": self.factor, "ms_per_step": [off, on], "steps": [len(self.times[0]), len(self.times[1])]}
+        print(f"\n{RESULT_PREFIX}{json.dumps(result)}", flush=True)
+
+
+def interleaved(factors: list[str], args: argparse.Namespace) -> str:
+    """One fit per factor, in this process, the factor switched every 50 steps; the median step under each."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lightning_log = logging.getLogger("lightning.pytorch")  # its handler writes to the terminal
+    level = lightning_log.level
+    lightning_log.setLevel(logging.WARNING)
+    try:
+        return _interleaved(factors, args)
+    finally:
+        lightning_log.setLevel(level)
+
+
+def _interleaved(factors: list[str], args: argparse.Namespace) -> str:
+    from contextlib import redirect_stderr, redirect_stdout
+
+    lines = [
+        "| factor | median ms/step: as the package is | the other way | difference ms/step"
+        f" | s/epoch ({STEPS_PER_EPOCH:,} steps) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for factor in factors:
+        run_dir = Path(args.out_dir) / f"interleaved_{factor}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fit = ["fit", "--seed_everything", str(args.seed), "--trainer.max_epochs", "1", "--test_after_fit", "false"]
+        fit += ["--trainer.default_root_dir", str(run_dir), "--data.data_dir", args.data_dir]
+        fit += ["--trainer.callbacks+=benchmarks.step_costs.SwitchableBar"]
+        fit += ["--trainer.callbacks+=benchmarks.step_costs.Interleave", "--trainer.callbacks.factor", factor]
+        fit += ["--trainer.limit_train_batches", str(args.limit)] if args.limit else []
+        with open(run_dir / "output.log", "w") as log, redirect_stdout(log), redirect_stderr(log):
+            run_as(HERE + "ToggleClassifier", fit)
+        (result,) = [json.loads(found) for found in RESULT_LINE.findall((run_dir / "output.log").read_text())]
+        package, other = result["ms_per_step"]
+        names = FACTORS[factor]
+        lines.append(
+            f"| {factor}: {names[0]} / {names[1]} | {package:.3f} | {other:.3f} | {other - package:+.3f}"
+            f" | {(other - package) * STEPS_PER_EPOCH / 1e3:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def skip_nvml_check_without_nvml() -> None:
     """`import lightning` sets PYTORCH_NVML_BASED_CUDA_CHECK=1, so that `torch.cuda.is_available()` asks NVML
     instead of initializing CUDA. torch 2.14's `Adam.step` calls it every step, and where no NVML library is
@@ -126,7 +280,10 @@ def run_as(class_path: str, args: list[str]) -> None:
         args = args[1:]
     module, _, name = class_path.rpartition(".")
     cli.MNISTClassifier = getattr(importlib.import_module(module), name)
-    cli.main(args)
+    try:
+        cli.main(args)
+    finally:
+        cli.MNISTClassifier = MNISTClassifier
 
 
 def run_variant(name: str, args: argparse.Namespace, run_dir: Path) -> dict:
@@ -160,6 +317,33 @@ def run_variant(name: str, args: argparse.Namespace, run_dir: Path) -> dict:
 
 
 HEAVY_IMPORTS = ("torch", "lightning", "torchvision", "torch._dynamo", "matplotlib.pyplot", "sympy")
+
+
+def run_in_process(name: str, args: argparse.Namespace, run_dir: Path) -> dict:
+    """The same fit as `run_variant`, in this process: no start-up, so the noise of a busy machine is smaller."""
+    from contextlib import redirect_stderr, redirect_stdout
+
+    class_path, flags, env, no_nvml = VARIANTS[name]
+    if env:
+        raise SystemExit(f"error: variant {name} changes the environment; it needs a process of its own")
+    fit = ["fit", "--seed_everything", str(args.seed), "--trainer.max_epochs", str(args.epochs)]
+    fit += ["--trainer.default_root_dir", str(run_dir), "--data.data_dir", args.data_dir]
+    fit += ["--test_after_fit", "false", "--trainer.callbacks+=benchmarks.baselines.EpochTimer", *flags]
+    fit += ["--trainer.limit_train_batches", str(args.limit)] if args.limit else []
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # as `import lightning` left it
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(run_dir / "output.log", "w") as log, redirect_stdout(log), redirect_stderr(log):
+        run_as(class_path, ["--no_nvml", *fit] if no_nvml else fit)
+    seconds = time.perf_counter() - start
+    results = [json.loads(found) for found in RESULT_LINE.findall((run_dir / "output.log").read_text())]
+    return {
+        "name": name,
+        "epoch_seconds": [r["train_seconds"] for r in results],
+        "epoch_cpu_seconds": [r["train_cpu_seconds"] for r in results],
+        "process_seconds": seconds,  # the fit only, in this mode
+        "process_cpu_seconds": float("nan"),
+    }
 
 
 def import_times() -> str:
@@ -208,18 +392,42 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data_dir", default="data")
     parser.add_argument("--out_dir", default="runs/step_costs")
     parser.add_argument("--imports", action="store_true", help="time the start-up imports instead")
+    parser.add_argument(
+        "--interleaved",
+        action="store_true",
+        help=f"switch each factor of --only ({','.join(FACTORS)}) every 50 steps of one in-process fit",
+    )
+    parser.add_argument(
+        "--in_process",
+        action="store_true",
+        help="run every fit in this process (after one warm-up fit): less noise, no start-up; --threads sets torch's",
+    )
     args = parser.parse_args(argv)
     if args.imports:
         print(import_times())
         return
     names = [n.strip() for n in args.only.split(",") if n.strip()]
+    if args.interleaved:
+        names = [n for n in names if n in FACTORS] if args.only == parser.get_default("only") else names
+        if not names or any(n not in FACTORS for n in names):
+            parser.error(f"--only {args.only!r}: with --interleaved choose from {','.join(FACTORS)}")
+        print(f"load average at the start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
+        print(interleaved(names, args))
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+        return
     if not names or any(n not in VARIANTS for n in names):
         parser.error(f"--only {args.only!r}: choose from {','.join(VARIANTS)}")
     print(f"load average at the start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
     runs = []
+    run_one = run_variant
+    if args.in_process:
+        run_one = run_in_process
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        run_in_process(names[0], args, Path(args.out_dir) / "warm_up")
     for repeat in range(args.repeats):
         for name in names:
-            run = run_variant(name, args, Path(args.out_dir) / f"{name}{repeat}")
+            run = run_one(name, args, Path(args.out_dir) / f"{name}{repeat}")
             epochs = " ".join(f"{s:.2f}" for s in run["epoch_seconds"])
             print(
                 f"round {repeat + 1}: {name:<14} {epochs} s/epoch, process {run['process_seconds']:.1f} s", flush=True

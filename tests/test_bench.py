@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from benchmarks import bench, step_costs
+from mnist_dense import MNISTClassifier, cli
 from mnist_dense.checkpoints import read_checkpoint
 from tests.conftest import BUNDLED_DATA
 
@@ -63,3 +65,21 @@ def test_step_costs_refuses_an_unknown_variant(capsys: pytest.CaptureFixture) ->
     with pytest.raises(SystemExit) as exit_info:
         step_costs.main(["--only", "default,warp_speed"])
     assert exit_info.value.code == 2 and "warp_speed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_step_costs_interleaved_times_both_sides_of_each_factor_in_one_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    step_costs.main(
+        ["--interleaved", "--only", "fused,no_nvml", "--limit", "120", "--data_dir", str(BUNDLED_DATA)]
+        + ["--out_dir", str(tmp_path)]
+    )
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| fused", "| no_nvml"))]
+    assert len(rows) == 2
+    for row in rows:
+        package, other = (float(cell) for cell in row.split("|")[2:4])
+        assert package > 0 and other > 0
+    assert cli.MNISTClassifier is MNISTClassifier  # the CLI is left as it was
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"  # as `import lightning` set it
