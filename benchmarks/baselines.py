@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data_dir", default="data")
     parser.add_argument(
-        "--val_size", type=int, default=5000, help="plain-loop: training images held out, as --data.val_size"
+        "--val_size", type=int, default=0, help="plain-loop: training images held out, as --data.val_size"
     )
     parser.add_argument("--limit", type=int, default=None, help="training batches per epoch (tiny runs in tests)")
     parser.add_argument("--root_dir", default="runs/usual_port", help="usual-port: the Trainer's default_root_dir")

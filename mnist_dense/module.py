@@ -23,7 +23,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_dense.checkpoints import check_state_shapes
-from mnist_dense.constants import NUM_CLASSES, TUTORIAL_HIDDEN, TUTORIAL_LR
+from mnist_dense.constants import KERAS_ADAM_EPS, NUM_CLASSES, TUTORIAL_HIDDEN, TUTORIAL_LR
 from mnist_dense.model import DenseNet
 
 Batch = tuple[Tensor, Tensor]
@@ -31,7 +31,7 @@ STAGES = ("train", "val", "test")
 
 
 class MNISTClassifier(L.LightningModule):
-    """Flatten -> Linear(784, hidden) -> ReLU -> Linear(hidden, 10), trained with Adam.
+    """Flatten -> Linear(784, hidden) -> ReLU -> Linear(hidden, 10), trained with Adam as Keras configures it.
 
     Args:
         hidden: Units of the hidden layer; 128 as in the tutorial (101,770 parameters).
@@ -72,7 +72,7 @@ class MNISTClassifier(L.LightningModule):
         rank_zero_info(f"{type(self.net).__name__}: {trainable:,} trainable parameters")
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=KERAS_ADAM_EPS)
         if self.hparams.lr_schedule == "constant":
             return optimizer
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
