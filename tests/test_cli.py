@@ -63,6 +63,7 @@ def test_defaults_are_the_tutorial(capsys: pytest.CaptureFixture) -> None:
     assert config["seed_everything"] == 0
     assert config["trainer"]["max_epochs"] == 5 and config["trainer"]["accelerator"] == "auto"
     assert config["data"]["batch_size"] == 32 and config["data"]["normalization"] == "unit"
+    assert config["data"]["val_size"] == 0  # the tutorial trains on all 60,000 and validates nothing
     assert config["model"]["lr"] == 0.001 and config["model"]["hidden"] == 128
 
 
