@@ -151,8 +151,9 @@ def run_configuration(name: str, ckpt: Path, options: argparse.Namespace, bodies
 def table(results: list[LoadResult], ckpt: Path, options: argparse.Namespace) -> str:
     lines = [
         f"`serve` under load: {options.clients} concurrent clients, {options.requests:,} requests each configuration,"
-        f" test digits as PNG; checkpoint {ckpt}; {os.cpu_count()} CPUs, clients on the same machine.",
-        f"Command: `{' '.join(['python -m benchmarks.serve_load', *sys.argv[1:]])}`",
+        f" test digits as PNG; checkpoint {ckpt}; the clients run on the same machine.",
+        f"Command: `{' '.join(['python -m benchmarks.serve_load', *sys.argv[1:]])}`; load average at the start"
+        f" {options.load_average:.2f} on {os.cpu_count()} CPUs.",
         "",
         "| configuration | req/s | p50 ms | p99 ms | max ms | failures | right digit | memory start -> end MB"
         " (PSS, processes) | SIGTERM -> all ended | left running |",
@@ -169,6 +170,7 @@ def table(results: list[LoadResult], ckpt: Path, options: argparse.Namespace) ->
 
 def main(args: list[str] | None = None) -> None:
     options = parse_args(args)
+    options.load_average = os.getloadavg()[0]  # other work on the machine shows in every figure
     ckpt = checkpoint_path(options.ckpt_path)
     bodies, labels = request_bodies(options.data_dir, options.requests)
     results = [run_configuration(name, ckpt, options, bodies, labels) for name in options.only.split(",")]

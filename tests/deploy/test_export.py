@@ -14,10 +14,12 @@ import pytest
 import torch
 
 from mnist_dense.cli import main
+from mnist_dense.data import load_split
 from mnist_dense.deploy import export
 from mnist_dense.module import MNISTClassifier
 from mnist_dense.scaling import to_model_input
 from tests.conftest import BUNDLED_DATA, REPO
+from tests.tiny_runs import fit_tiny
 
 pytestmark = pytest.mark.slow
 
@@ -126,13 +128,15 @@ def test_without_the_deploy_extra_export_says_which_extra_to_install(
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint"])
+@pytest.mark.parametrize("subcommand", ["export", "serve"])
 def test_a_bad_checkpoint_gets_the_same_error_as_predict(
-    content: bytes, tmp_path: Path, capsys: pytest.CaptureFixture
+    subcommand: str, content: bytes, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    """Export and serve refuse it before writing or starting anything, with `predict`'s own one-line error."""
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(content)
     errors = []
-    for command in (["export", "--ckpt_path", str(bad)], ["predict", "--ckpt_path", str(bad)]):
+    for command in ([subcommand, "--ckpt_path", str(bad)], ["predict", "--ckpt_path", str(bad)]):
         with pytest.raises(SystemExit) as exit_info:
             main(command)
         assert exit_info.value.code == 1
@@ -157,3 +161,23 @@ def test_an_export_that_disagrees_with_pytorch_is_not_kept(
     assert exit_info.value.code == 1
     assert "predicts another digit than PyTorch for 10000 of the 10,000 test images" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # neither the target nor the hidden partial file
+
+
+def test_a_checkpoint_trained_on_standardized_inputs_carries_that_normalization_in_the_graph(
+    tiny_mnist: Path, tmp_path: Path
+) -> None:
+    """The graph still takes pixels 0-255: standardizing them is inside it, as the checkpoint was trained."""
+    log_dir = fit_tiny(tiny_mnist, tmp_path / "fit", "--data.normalization", "standard", "--test_after_fit", "false")
+    target = tmp_path / "standard.onnx"
+    main(["export", "--ckpt_path", str(log_dir / "checkpoints" / "last.ckpt"), "--output", str(target),
+          "--data.data_dir", str(tiny_mnist)])  # fmt: skip
+    images, _ = load_split(tiny_mnist, "test")
+    pixels = images[:, None].float()
+    net = MNISTClassifier.load_from_checkpoint(log_dir / "checkpoints" / "last.ckpt", map_location="cpu").net.eval()
+    with torch.inference_mode():
+        standardized = torch.softmax(net(to_model_input(pixels, "standard")), dim=1).numpy()
+        unit = torch.softmax(net(to_model_input(pixels, "unit")), dim=1).numpy()
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    exported = session.run(["probabilities"], {"images": pixels.numpy()})[0]
+    assert np.abs(exported - standardized).max() < 1e-5
+    assert np.abs(exported - unit).max() > 0.1  # so the check above tells the two normalizations apart

@@ -87,18 +87,6 @@ def test_sigterm_or_ctrl_c_ends_the_server_and_every_process_it_started(
         assert server.output().rstrip().endswith("Server stopped.")
 
 
-def test_a_bad_checkpoint_gets_the_same_error_as_predict(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    bad = tmp_path / "empty.ckpt"
-    bad.touch()
-    errors = []
-    for command in (["serve", "--ckpt_path", str(bad)], ["predict", "--ckpt_path", str(bad)]):
-        with pytest.raises(SystemExit) as exit_info:
-            main(command)
-        assert exit_info.value.code == 1
-        errors.append(capsys.readouterr().err)
-    assert errors[0] == errors[1] and errors[0].startswith(f"error: Checkpoint {bad} is empty")
-
-
 def test_a_host_litserve_cannot_listen_on_is_refused(trained_checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", "--ckpt_path", str(trained_checkpoint), "--host", "192.168.1.20"])
