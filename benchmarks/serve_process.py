@@ -48,6 +48,10 @@ class ServeProcess:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kill whatever is left of the server's session and remove its folder."""
         if self.process.poll() is None or self.processes():
             with contextlib.suppress(ProcessLookupError):  # the whole session is gone already
                 os.killpg(self.process.pid, signal.SIGKILL)
@@ -56,6 +60,13 @@ class ServeProcess:
 
     def output(self) -> str:
         return self.log.read_text()
+
+    def wait_for_output(self, text: str, timeout: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"serve never printed {text!r}:\n{self.output()}")
+            time.sleep(0.05)
 
     def wait_until_healthy(self, timeout: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout

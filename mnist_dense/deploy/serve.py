@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable
 
 from mnist_dense.checkpoints import CheckpointError, read_checkpoint
 from mnist_dense.deploy.inference import DeployError, checkpoint_path, fail, require_extra
@@ -62,33 +61,29 @@ def main(args: list[str]) -> None:
     batching = "no batching"
     if options.max_batch_size > 1:
         batching = f"batches of up to {options.max_batch_size} requests, {1000 * options.batch_timeout:g} ms to fill"
-    print(f"Serving {ckpt_path} with LitServe ({batching}) on {url}", flush=True)
-    print(f"  POST {url}/predict  {REQUEST_EXAMPLE}    GET {url}/health", flush=True)
-    print(f"  Draw a digit: {url}{PAGE_URL}    (Ctrl-C or SIGTERM stops the server)", flush=True)
-    run_until_stopped(server, options.host, options.port)
+    banner = (
+        f"Serving {ckpt_path} with LitServe ({batching}) on {url}\n"
+        f"  POST {url}/predict  {REQUEST_EXAMPLE}    GET {url}/health\n"
+        f"  Draw a digit: {url}{PAGE_URL}    (Ctrl-C or SIGTERM stops the server)"
+    )
+    run_until_stopped(server, options.host, options.port, banner)
 
 
-def run_until_stopped(server, host: str, port: int) -> None:
+def run_until_stopped(server, host: str, port: int, banner: str) -> None:
     """Run until Ctrl-C or SIGTERM, then make sure every process the server started has ended.
 
-    LitServe shuts its workers down on KeyboardInterrupt only; SIGTERM would end this process alone and leave
-    them running, so both signals raise KeyboardInterrupt (once). A signal during start-up, before LitServe's
-    own handling is in place, is covered by stopping the child processes that are still alive.
+    A signal during start-up, before LitServe's own handling is in place, or a shutdown of LitServe's that
+    is cut short, is covered by stopping the child processes that are still alive.
     """
-    stopping = threading.Event()
-
-    def stop(signum: int, frame: object) -> None:
-        if not stopping.is_set():
-            stopping.set()
-            raise KeyboardInterrupt
-
-    handle_stop_signals(stop)
+    signals = StopSignals()
     try:
+        signals.install()
+        print(banner, flush=True)  # from here on, Ctrl-C and SIGTERM stop everything this process starts
         server.run(host=host, port=port, generate_client_file=False, log_level="warning")
     except KeyboardInterrupt:
         pass
     finally:
-        stopping.set()
+        signals.done.set()
         for child in multiprocessing.active_children():
             child.terminate()
         for child in multiprocessing.active_children():
@@ -98,35 +93,49 @@ def run_until_stopped(server, host: str, port: int) -> None:
     print("Server stopped.", flush=True)
 
 
-def handle_stop_signals(stop: Callable[[int, object], None]) -> None:
-    """Call `stop` in the main thread for SIGINT and SIGTERM, whichever thread the kernel hands them to.
+class StopSignals:
+    """Ctrl-C and SIGTERM become a KeyboardInterrupt in the main thread, repeated until the main thread is done.
 
-    Python runs a handler only when the main thread runs Python code, and LitServe's main thread waits in a
-    blocking read that only a signal of its own interrupts (observed: SIGTERM changed nothing for minutes).
-    The signal module's wakeup fd tells a small thread about every signal, and that thread re-sends each kind
-    once to the main thread. Forked children (uvicorn, LitServe's queue manager) get the old handlers back.
+    LitServe shuts its workers down on KeyboardInterrupt only, and SIGTERM's default action would end this
+    process alone, leaving them running. Two traps, both seen here: the kernel may hand the signal to another
+    thread, and Python runs handlers only when the main thread runs Python code, while LitServe's main thread
+    waits in a blocking read (SIGTERM then changed nothing); and a KeyboardInterrupt raised inside an at-fork
+    callback during start-up is printed and dropped. So the signal module's wakeup fd tells a small thread of
+    the first signal, whichever thread got it, and that thread interrupts the main thread until it is done.
+    Forked children (uvicorn, LitServe's queue manager) get the previous handlers back.
     """
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    for signum, handler in previous.items():
-        if handler is not signal.SIG_IGN:  # a shell's background job keeps ignoring Ctrl-C
-            signal.signal(signum, stop)
-    reader, writer = socket.socketpair()
-    writer.setblocking(False)
-    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
 
-    def restore_in_child() -> None:
-        signal.set_wakeup_fd(-1)
+    RETRY_S = 3.0  # LitServe's own shutdown takes about 2 s; an interrupt that is still needed after that is sent again
+
+    def __init__(self) -> None:
+        self.done, self.raised = threading.Event(), threading.Event()
+
+    def handler(self, signum: int, frame: object) -> None:
+        if not self.done.is_set():
+            self.raised.set()
+            raise KeyboardInterrupt
+
+    def install(self) -> None:
+        previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            if handler is not signal.SIG_IGN:  # a shell's background job keeps ignoring Ctrl-C
+                signal.signal(signum, self.handler)
+        reader, writer = socket.socketpair()
+        writer.setblocking(False)
+        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
 
-    os.register_at_fork(after_in_child=restore_in_child)
-    main = threading.main_thread().ident
+        def restore_in_child() -> None:
+            signal.set_wakeup_fd(-1)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
-    def forward(reader: socket.socket, writer: socket.socket) -> None:  # holds both ends open for good
-        forwarded: set[int] = set()
-        while data := reader.recv(64):
-            for signum in set(data) - forwarded:
-                forwarded.add(signum)
-                signal.pthread_kill(main, signum)
+        os.register_at_fork(after_in_child=restore_in_child)
+        threading.Thread(target=self.interrupt_main_thread, args=(reader, writer), daemon=True).start()
 
-    threading.Thread(target=forward, args=(reader, writer), name="stop-signals-to-main", daemon=True).start()
+    def interrupt_main_thread(self, reader: socket.socket, writer: socket.socket) -> None:  # holds both ends open
+        signum = reader.recv(1)[0]  # the first stop signal
+        main = threading.main_thread().ident
+        if not self.done.wait(0.2) and not self.raised.is_set():  # the main thread did not get it itself
+            signal.pthread_kill(main, signum)
+        while not self.done.wait(self.RETRY_S):
+            signal.pthread_kill(main, signum)

@@ -87,6 +87,16 @@ def test_sigterm_or_ctrl_c_ends_the_server_and_every_process_it_started(
         assert server.output().rstrip().endswith("Server stopped.")
 
 
+def test_sigterm_while_the_model_is_still_loading_leaves_no_process(trained_checkpoint: Path) -> None:
+    server = ServeProcess(trained_checkpoint)
+    try:
+        server.wait_for_output("Draw a digit")  # printed before LitServe starts its processes and loads the model
+        server.stop(signal.SIGTERM)
+        assert server.process.returncode == 0 and server.processes() == []
+    finally:
+        server.close()
+
+
 def test_a_host_litserve_cannot_listen_on_is_refused(trained_checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", "--ckpt_path", str(trained_checkpoint), "--host", "192.168.1.20"])
