@@ -87,12 +87,15 @@ def export(ckpt_path: Path, output: Path | None, fmt: str, data_dir: str) -> Exp
     images, labels = load_split(data_dir, "test")
     target = output if output is not None else ckpt_path.with_suffix(f".{fmt}")
     if target.is_dir():
-        raise DeployError(f"--output {target} is a folder; give a file name such as {target / 'digits.' + fmt}.")
-    target.parent.mkdir(parents=True, exist_ok=True)
+        raise DeployError(f"--output {target} is a folder; give a file name such as {target / f'digits.{fmt}'}.")
     partial = target.with_name(f".{target.stem}.partial{target.suffix}")
+    write, load = (write_onnx, load_onnx) if fmt == "onnx" else (write_pt2, load_pt2)
     try:
-        write, load = (write_onnx, load_onnx) if fmt == "onnx" else (write_pt2, load_pt2)
-        write(model, partial)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write(model, partial)
+        except OSError as err:
+            raise DeployError(f"cannot write {partial} ({err}); choose another --output.") from None
         runtime, run = load(partial)
         check = compare(model, run, images[:, None].float(), labels, partial, runtime)
         if check.disagreements:
@@ -103,7 +106,8 @@ def export(ckpt_path: Path, output: Path | None, fmt: str, data_dir: str) -> Exp
             )
         os.replace(partial, target)
     finally:
-        partial.unlink(missing_ok=True)
+        if partial.exists():
+            partial.unlink()
     check.path = target
     return check
 

@@ -145,6 +145,20 @@ def test_a_bad_checkpoint_gets_the_same_error_as_predict(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.ckpt"]
 
 
+def test_an_output_that_cannot_be_written_is_a_one_line_error(
+    trained_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "a_file").write_text("in the way")
+    for output, message in ((tmp_path, "is a folder; give a file name such as"),
+                            (tmp_path / "a_file" / "digits.onnx", "cannot write")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main(["export", "--ckpt_path", str(trained_checkpoint), "--output", str(output)])
+        assert exit_info.value.code == 1
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and message in error and error.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
 def test_an_export_that_disagrees_with_pytorch_is_not_kept(
     trained_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
