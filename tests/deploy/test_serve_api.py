@@ -29,11 +29,15 @@ pytestmark = pytest.mark.slow
 def client(trained_checkpoint: Path):
     server = build_server(trained_checkpoint, max_batch_size=8, batch_timeout=0.005)
     with wrap_litserve_start(server) as started, TestClient(started.app) as client:
-        deadline = time.monotonic() + 120
-        while client.get("/health").status_code != 200:  # 503 until the worker has loaded the model
-            assert time.monotonic() < deadline, "the inference worker did not start"
-            time.sleep(0.2)
+        wait_until_healthy(client)
         yield client
+
+
+def wait_until_healthy(client: TestClient) -> None:
+    deadline = time.monotonic() + 120
+    while client.get("/health").status_code != 200:  # 503 until the worker has loaded the model
+        assert time.monotonic() < deadline, "the inference worker did not start"
+        time.sleep(0.2)
 
 
 def encoded(picture: Image.Image, fmt: str = "PNG", **options) -> str:
@@ -83,6 +87,18 @@ def test_real_test_digits_as_png_get_the_answers_of_predict(
             served = answers[Path(row["image"]).name]
             assert int(row["predicted"]) == served["digit"]
             assert float(row["probability"]) == pytest.approx(served["probability"], abs=2e-6)  # both print 6 decimals
+
+
+def test_without_batching_the_answers_are_the_same(client: TestClient, digit_pngs, trained_checkpoint: Path) -> None:
+    """`--max_batch_size 1`: LitServe hands `predict` one digit instead of a stacked batch."""
+    batched = [client.post("/predict", json={"image": png}).json() for png, _ in digit_pngs[:5]]
+    server = build_server(trained_checkpoint, max_batch_size=1)
+    with wrap_litserve_start(server) as started, TestClient(started.app) as single:
+        wait_until_healthy(single)
+        for (png, _), expected in zip(digit_pngs[:5], batched, strict=True):
+            answer = single.post("/predict", json={"image": png}).json()
+            assert answer["digit"] == expected["digit"] and answer["prepared"] == expected["prepared"]
+            assert answer["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-5)
 
 
 def test_the_answer_shows_the_28x28_picture_the_network_saw(client: TestClient, digit_pngs) -> None:
