@@ -20,6 +20,10 @@ from mnist_dense.deploy.inference import DeployError, checkpoint_path, fail, req
 
 SERVE_MODULES = ("litserve", "fastapi", "pydantic")
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the hosts LitServe's run() accepts
+# Dynamic batching is off by default: on 2 CPU cores it was slower at 16 clients (p99 108-147 ms against 91-100 ms
+# without, `make bench-serve`), because LitServe's batching loop polls its queue every millisecond (17% of a core
+# while idle) and the time goes into preparing pictures in the HTTP process, not into this small network.
+BATCH_OFF = 1
 
 
 def parse_args(args: list[str]) -> argparse.Namespace:
@@ -27,7 +31,12 @@ def parse_args(args: list[str]) -> argparse.Namespace:
     parser.add_argument("--ckpt_path", required=True, help="A checkpoint of `fit`, or `last` (newest under runs/).")
     parser.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (this machine only), 0.0.0.0 or :: (all).")
     parser.add_argument("--port", type=int, default=8000, help="Port to listen on (1024-65535).")
-    parser.add_argument("--max_batch_size", type=int, default=16, help="Requests batched together; 1 turns it off.")
+    parser.add_argument(
+        "--max_batch_size",
+        type=int,
+        default=BATCH_OFF,
+        help="Requests LitServe batches for the model (1: no batching, the default; 16 turns dynamic batching on).",
+    )
     parser.add_argument("--batch_timeout", type=float, default=0.005, help="Seconds a batch waits to fill.")
     return parser.parse_args(args)
 
