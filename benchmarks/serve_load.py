@@ -63,6 +63,9 @@ def parse_args(args: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=10_000, help="Requests a configuration (test digits).")
     parser.add_argument("--clients", type=int, default=16, help="Concurrent clients.")
     parser.add_argument("--only", default="on,off", help="Configurations to run: on, off or both.")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="Rounds, alternating the configurations (on, off, on...)."
+    )
     parser.add_argument("--port", type=int, default=None, help="Port for the server (default: a free one).")
     parser.add_argument("--data.data_dir", dest="data_dir", default="data", help="Folder holding MNIST/raw.")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
@@ -165,6 +168,15 @@ def table(results: list[LoadResult], ckpt: Path, options: argparse.Namespace) ->
             f" | {r.correct:,} / {r.requests:,} | {r.memory_start_mb:.0f} -> {r.memory_end_mb:.0f} ({r.processes})"
             f" | {r.stop_seconds} s | {r.left_running} |"
         )
+    if options.rounds > 1:
+        lines.append("")
+        for label in dict.fromkeys(r.configuration for r in results):
+            runs = [r for r in results if r.configuration == label]
+            lines.append(
+                f"- {label}, median of {len(runs)} rounds: {statistics.median(r.requests_per_second for r in runs):.0f}"
+                f" req/s, p50 {statistics.median(r.p50_ms for r in runs):.1f} ms,"
+                f" p99 {statistics.median(r.p99_ms for r in runs):.1f} ms"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -173,7 +185,8 @@ def main(args: list[str] | None = None) -> None:
     options.load_average = os.getloadavg()[0]  # other work on the machine shows in every figure
     ckpt = checkpoint_path(options.ckpt_path)
     bodies, labels = request_bodies(options.data_dir, options.requests)
-    results = [run_configuration(name, ckpt, options, bodies, labels) for name in options.only.split(",")]
+    names = options.only.split(",") * options.rounds  # alternating: a change in the machine's load hits both alike
+    results = [run_configuration(name, ckpt, options, bodies, labels) for name in names]
     report = table(results, ckpt, options)
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / "serve-latest.md").write_text(report)
