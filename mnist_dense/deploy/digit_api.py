@@ -83,7 +83,7 @@ class DigitAPI(ls.LitAPI):
     Module-level with plain attributes: LitServe pickles it into its worker process.
     """
 
-    def __init__(self, ckpt_path: str, max_batch_size: int = 1, batch_timeout: float = 0.005) -> None:
+    def __init__(self, ckpt_path: str, max_batch_size: int = 16, batch_timeout: float = 0.005) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
         self.ckpt_path = ckpt_path
 
@@ -113,7 +113,7 @@ class DigitAPI(ls.LitAPI):
         }
 
 
-def build_server(ckpt_path: Path, max_batch_size: int = 1, batch_timeout: float = 0.005) -> ls.LitServer:
+def build_server(ckpt_path: Path, max_batch_size: int = 16, batch_timeout: float = 0.005) -> ls.LitServer:
     """A LitServer for the checkpoint (on the CPU), with the page and one-sentence 4xx answers for bad requests."""
     api = DigitAPI(str(ckpt_path), max_batch_size=max_batch_size, batch_timeout=batch_timeout)
     # fast_queue: LitServe's ZeroMQ queues (IPC sockets) instead of a multiprocessing manager's; measured here with

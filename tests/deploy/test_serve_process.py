@@ -39,7 +39,7 @@ def listening_addresses(port: int) -> set[str]:
 
 @pytest.fixture(scope="module")
 def server(trained_checkpoint: Path):
-    with ServeProcess(trained_checkpoint, "--max_batch_size", "16") as running:  # batching on, as LitServe offers it
+    with ServeProcess(trained_checkpoint, "--max_batch_size", "16") as running:  # batching on (also the default)
         yield running
 
 
