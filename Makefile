@@ -5,15 +5,15 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help install fit test lint bench results clean
+.PHONY: help install fit test lint bench bench-serve results clean
 .DEFAULT_GOAL := help
 
 help: ## List the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".[dev]"
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".[dev,deploy]"
 	touch $@
 
 install: $(INSTALLED) ## Create .venv and install the package with its dev extras
@@ -34,6 +34,9 @@ clean: ## Remove run outputs and decompressed data (keeps .venv)
 
 bench: $(INSTALLED) ## fit vs the usual port and a plain loop, against the issue's targets; runs/bench/latest.md (ARGS="--threads 1" on a busy machine)
 	$(PY) -m benchmarks.bench $(ARGS)
+
+bench-serve: $(INSTALLED) ## Load-test `serve`: 16 clients, 10,000 test digits as PNG, batching on and off (ARGS="--ckpt_path CKPT")
+	$(PY) -m benchmarks.serve_load $(ARGS)
 
 results: $(INSTALLED) ## Rerun every accuracy figure of the README (seeds 0-2, configs, shifts, own pictures): about 6 min
 	$(PY) -m benchmarks.results $(ARGS)

@@ -1,20 +1,26 @@
-"""Your own digit pictures, made to look like MNIST digits, for `predict --data.predict_images`.
+"""Your own digit pictures, made to look like MNIST digits: for `predict --data.predict_images`, `serve` and its page.
 
 MNIST's digits were made this way (LeCun et al.): white ink on black, the ink's bounding box scaled
 to fit 20x20 keeping its aspect, then placed in 28x28 so that its centre of mass is the centre. A
 dense network only knows digits made like that, so a photo or a drawing gets the same treatment:
 grayscale, inverted when dark on light, contrast stretched, cropped to the ink, scaled, centred.
+
+Pictures are decoded with Pillow (which torchvision requires) rather than `torchvision.io`: torchvision
+returns GIF and WebP in colour whatever mode is asked, drops a GIF's transparency, and cannot tell a
+picture's size before decoding it, so it could not refuse a decompression bomb.
 """
 
 from __future__ import annotations
 
 import glob
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
+from PIL import Image, ImageOps
 from torch import Tensor
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
 from mnist_dense.constants import IMAGE_SIZE
@@ -22,6 +28,14 @@ from mnist_dense.translate import shift_images
 
 DIGIT_BOX = 20  # MNIST scales the ink to fit 20x20 inside 28x28
 INK_LEVEL = 0.2  # after contrast stretching, pixels above this fraction of full ink count as ink
+PICTURE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")  # only these decoders ever see a file or a request
+MAX_PIXELS = 25_000_000  # a 24-megapixel photo passes; a larger picture is refused before it is decoded
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")  # Pillow's modes for 16-bit grayscale PNG and TIFF
+WORKING_SIDE = 1024  # larger pictures are scaled down first: the digit ends up 20x20 anyway, at a fraction of the cost
+
+
+class PictureError(ValueError):
+    """One picture cannot be used; the message says why (an error row in predict, a 4xx in serve)."""
 
 
 class OwnImagesError(ValueError):
@@ -49,8 +63,9 @@ def find_files(pattern: str) -> list[Path]:
         where = f"the pattern {pattern!r}"
     if not files:
         raise OwnImagesError(
-            f"--data.predict_images: {where} matches no files. Name a folder holding PNG or JPEG digit"
-            " images, or a glob such as 'my_digits/*.png' (quote it so the shell does not expand it)."
+            f"--data.predict_images: {where} matches no files. Name a folder holding digit pictures"
+            " (PNG, JPEG, GIF, WebP or BMP), or a glob such as 'my_digits/*.png' (quote it so the shell does"
+            " not expand it)."
         )
     return sorted(files)
 
@@ -63,7 +78,7 @@ def prepare_digit(image: Tensor) -> Tensor:
         x, border = 255 - x, 255 - border
     x = (x - border.median()).clamp_min(0)
     if x.max() <= 0:
-        raise ValueError("no ink found: the picture is one flat colour")
+        raise PictureError("no ink found: the picture is one flat colour")
     x = x / x.max()
     ink = x > INK_LEVEL
     rows, cols = ink.any(dim=1).nonzero().flatten(), ink.any(dim=0).nonzero().flatten()
@@ -89,20 +104,80 @@ def center_by_mass(digit: Tensor) -> Tensor:
     return shift_images(digit[None], round(float(centre - row)), round(float(centre - col)))[0]
 
 
+def decode_picture(source: bytes | str | Path) -> Tensor:
+    """A PNG, JPEG, GIF, WebP or BMP file or its bytes -> grayscale uint8 (1, H, W) as the eye sees it.
+
+    Transparency is composited on white (a dark digit on a transparent canvas stays a dark digit), the first
+    frame of an animation is taken, a photo's EXIF rotation is applied, and 16-bit grayscale is scaled to 8 bits.
+    A file that cannot be opened raises OSError; anything wrong with the picture raises `PictureError`.
+    """
+    if isinstance(source, bytes):
+        return _decode(io.BytesIO(source))
+    with open(source, "rb") as file:
+        return _decode(file)
+
+
+def _decode(file: BinaryIO) -> Tensor:
+    """Only the header is read before the size check, so a decompression bomb is refused before it costs memory."""
+    try:
+        with Image.open(file, formats=PICTURE_FORMATS) as picture:
+            width, height = picture.size
+            if width * height > MAX_PIXELS:
+                raise PictureError(_too_many_pixels(f"{width}x{height} = {width * height:,} pixels"))
+            picture.draft("L", (WORKING_SIDE, WORKING_SIDE))  # a JPEG decodes at a reduced scale; others: no-op
+            gray = _grayscale(ImageOps.exif_transpose(picture))
+            gray.thumbnail((WORKING_SIDE, WORKING_SIDE))
+    except PictureError:
+        raise
+    except Image.DecompressionBombError:  # Pillow's own guard, which refuses even the header of a larger one
+        raise PictureError(_too_many_pixels(f"over {2 * Image.MAX_IMAGE_PIXELS:,} pixels")) from None
+    except Image.UnidentifiedImageError:
+        raise PictureError("not a readable image (use PNG, JPEG, GIF, WebP or BMP)") from None
+    except Exception as err:  # Pillow reports damaged data with many exception types (OSError, SyntaxError, zlib...)
+        raise PictureError(f"a damaged image ({type(err).__name__}: {err})") from None
+    return TF.pil_to_tensor(gray)
+
+
+def _too_many_pixels(size: str) -> str:
+    return (
+        f"the picture is {size}, more than the {MAX_PIXELS:,} read here"
+        " (a guard against decompression bombs): scale it down, a digit needs no more than a few hundred pixels a side"
+    )
+
+
+def _grayscale(picture: Image.Image) -> Image.Image:
+    """Any Pillow mode -> "L". Transparent pixels become white paper, unless that hides the ink (a light digit)."""
+    if picture.mode in SIXTEEN_BIT_MODES:
+        picture = picture.point(lambda value: value / 257)  # convert("L") would clip 16-bit values at 255
+    if picture.mode not in ("RGBA", "LA", "PA") and "transparency" not in picture.info:
+        return picture.convert("L")
+    rgba = picture.convert("RGBA")
+    on_white = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("L")
+    low, high = on_white.getextrema()
+    if low == high and rgba.getchannel("A").getextrema()[0] < 255:  # light ink on a transparent background
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, "black"), rgba).convert("L")
+    return on_white
+
+
+def prepare_picture(source: bytes | str | Path) -> Tensor:
+    """A picture file or its bytes -> the MNIST-like uint8 (28, 28) digit the network sees, or `PictureError`.
+
+    The one preparation that `predict --data.predict_images`, `serve` and the drawing page share.
+    """
+    return prepare_digit(decode_picture(source))
+
+
 def load_own_images(pattern: str) -> OwnImages:
-    """Read and prepare every file; one that is not a readable digit picture is kept as a failure."""
+    """Read and prepare every file; one that is not a usable digit picture is kept as a failure, never a crash."""
     files = find_files(pattern)
     images, names, failures = [], [], {}
     for path in files:
         try:
-            picture = decode_image(str(path), mode=ImageReadMode.GRAY)
-        except (RuntimeError, OSError):
-            failures[str(path)] = "not a readable image (use PNG or JPEG)"
-            continue
-        try:
-            images.append(prepare_digit(picture))
+            images.append(prepare_picture(path))
             names.append(str(path))
-        except ValueError as err:
+        except PictureError as err:
             failures[str(path)] = str(err)
+        except OSError as err:  # the file itself cannot be read (permissions, a folder that vanished)
+            failures[str(path)] = f"cannot read the file ({err.strerror or err})"
     stacked = torch.stack(images) if images else torch.zeros(0, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)
     return OwnImages(stacked, names, failures, [str(p) for p in files])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from torchvision.io import write_png
 
 from mnist_dense.cli import main
@@ -75,6 +76,37 @@ def test_own_images_predicted_and_unreadable_file_gets_an_error_row(
     assert broken["predicted"] == "" and "not a readable image" in broken["error"]
     assert blank["predicted"] == "" and "no ink" in blank["error"]
     assert "1 images predicted, 2 unreadable" in capsys.readouterr().out
+
+
+def test_gif_webp_transparent_and_bad_pictures_in_one_folder_never_end_the_run(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """One GIF or WebP used to end the run with a traceback, a transparent PNG came out as 'no ink found'."""
+    ckpt = fit_tiny(tiny_mnist, tmp_path / "fit", "--test_after_fit", "false") / "checkpoints" / "last.ckpt"
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    drawing = Image.fromarray(bar_digit(6, dark_on_light=True)[0].numpy())  # dark ink on white, 140x140
+    ink_only = Image.new("RGBA", drawing.size, (0, 0, 0, 0))  # a canvas export: black ink, transparent paper
+    ink_only.putalpha(Image.eval(drawing, lambda value: 255 - value))
+    drawing.save(folder / "a.png")
+    drawing.convert("RGB").save(folder / "b.gif")
+    drawing.convert("RGB").save(folder / "c.webp", lossless=True)
+    ink_only.save(folder / "d_transparent.png")
+    Image.new("1", (20_000, 20_000)).save(folder / "e_bomb.png")  # 400 million pixels in 50 KB
+    (folder / "f_notes.txt").write_text("not a picture")
+    rows = predict(ckpt, tmp_path / "predict", "--data.data_dir", str(tiny_mnist), "--data.predict_images", str(folder))
+    by_name = {Path(row["image"]).name: row for row in rows}
+    png = by_name["a.png"]
+    assert png["error"] == ""
+    for name in ("b.gif", "c.webp", "d_transparent.png"):  # the same prepared digit, so the same answer
+        assert (by_name[name]["predicted"], by_name[name]["probability"], by_name[name]["error"]) == (
+            png["predicted"],
+            png["probability"],
+            "",
+        ), name
+    assert by_name["e_bomb.png"]["predicted"] == "" and "pixels, more than" in by_name["e_bomb.png"]["error"]
+    assert by_name["f_notes.txt"]["predicted"] == "" and "not a readable image" in by_name["f_notes.txt"]["error"]
+    assert "4 images predicted, 2 unreadable" in capsys.readouterr().out
 
 
 def test_an_empty_folder_or_glob_is_a_clear_error(tiny_mnist: Path, tmp_path: Path) -> None:

@@ -1,0 +1,179 @@
+"""`python -m mnist_dense export --ckpt_path CKPT`: the trained network as one ONNX file, checked before it is kept.
+
+The graph is the whole inference (`PixelsToProbabilities`): input `images`, float32 (N, 1, 28, 28) pixels
+0-255 as MNIST stores them, any N; the checkpoint's normalization; output `probabilities` (N, 10). It is
+written to a hidden file beside the target, run on the 10,000 test images by onnxruntime (or, for
+`--format pt2`, by `torch.export.load`), compared with the PyTorch model, and renamed into place only when
+every predicted digit agrees: a failed export leaves nothing behind.
+
+Lightning's `LightningModule.to_onnx` exports the module's own forward (logits, no normalization), so the
+whole-inference module goes through `torch.onnx.export` (the dynamo exporter) directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from mnist_dense.checkpoints import CheckpointError
+from mnist_dense.constants import IMAGE_SIZE
+from mnist_dense.data import MNISTDataError, load_split
+from mnist_dense.deploy.inference import (
+    DeployError,
+    PixelsToProbabilities,
+    checkpoint_path,
+    fail,
+    load_inference_model,
+    require_extra,
+)
+
+ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")
+INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
+EXAMPLE_BATCH = 2  # torch.export treats a batch of 1 as a constant; the graph is still valid for any N
+
+
+@dataclass
+class ExportCheck:
+    """The exported file against the PyTorch model on the test set."""
+
+    path: Path
+    runtime: str
+    images: int
+    disagreements: int
+    max_difference: float
+    accuracy: float
+    torch_accuracy: float
+
+
+def parse_args(args: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mnist_dense export", description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt_path", required=True, help="A checkpoint of `fit`, or `last` (newest under runs/).")
+    parser.add_argument("--output", type=Path, help="File to write (default: beside the checkpoint, .onnx or .pt2).")
+    parser.add_argument("--format", choices=("onnx", "pt2"), default="onnx", help="ONNX, or a torch.export program.")
+    parser.add_argument(
+        "--data.data_dir", dest="data_dir", default="data", help="Folder holding MNIST/raw, for the check."
+    )
+    return parser.parse_args(args)
+
+
+def main(args: list[str]) -> None:
+    options = parse_args(args)
+    try:
+        check = export(checkpoint_path(options.ckpt_path), options.output, options.format, options.data_dir)
+    except (CheckpointError, MNISTDataError, DeployError) as err:
+        fail(err)
+    print(
+        f"Wrote {check.path} ({check.path.stat().st_size / 1024:.0f} KB): input '{INPUT_NAME}' float32"
+        f" (N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}), pixels 0-255, white digit on black; output '{OUTPUT_NAME}' (N, 10)."
+    )
+    print(
+        f"Check with {check.runtime} on the {check.images:,} test images: every predicted digit agrees with PyTorch;"
+        f" largest probability difference {check.max_difference:.2e}; accuracy {100 * check.accuracy:.2f}%"
+        f" (PyTorch {100 * check.torch_accuracy:.2f}%)."
+    )
+
+
+def export(ckpt_path: Path, output: Path | None, fmt: str, data_dir: str) -> ExportCheck:
+    """Write, check, then rename into place; everything that can fail is tried before the target is touched."""
+    if fmt == "onnx":
+        require_extra("export --format onnx", ONNX_MODULES)
+    model = load_inference_model(ckpt_path)
+    images, labels = load_split(data_dir, "test")
+    target = output if output is not None else ckpt_path.with_suffix(f".{fmt}")
+    if target.is_dir():
+        raise DeployError(f"--output {target} is a folder; give a file name such as {target / f'digits.{fmt}'}.")
+    partial = target.with_name(f".{target.stem}.partial{target.suffix}")
+    write, load = (write_onnx, load_onnx) if fmt == "onnx" else (write_pt2, load_pt2)
+    try:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write(model, partial)
+        except OSError as err:
+            raise DeployError(f"cannot write {partial} ({err}); choose another --output.") from None
+        runtime, run = load(partial)
+        check = compare(model, run, images[:, None].float(), labels, partial, runtime)
+        if check.disagreements:
+            raise DeployError(
+                f"the exported {fmt} file predicts another digit than PyTorch for {check.disagreements} of the"
+                f" {check.images:,} test images (largest probability difference {check.max_difference:.2e});"
+                f" nothing was written to {target}. Please report this with your torch and {runtime} versions."
+            )
+        os.replace(partial, target)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    check.path = target
+    return check
+
+
+def example_input() -> tuple[Tensor]:
+    return (torch.zeros(EXAMPLE_BATCH, 1, IMAGE_SIZE, IMAGE_SIZE),)
+
+
+def batch_dimension() -> tuple[dict[int, torch.export.Dim]]:
+    return ({0: torch.export.Dim("batch", min=1)},)
+
+
+def write_onnx(model: PixelsToProbabilities, path: Path) -> None:
+    """One self-contained .onnx file (weights inside, no .onnx.data beside it), checked by onnx's checker."""
+    import onnx
+
+    program = torch.onnx.export(
+        model,
+        example_input(),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=batch_dimension(),
+        dynamo=True,
+        verbose=False,
+    )
+    program.save(path, external_data=False)
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def load_onnx(path: Path) -> tuple[str, Callable[[Tensor], Tensor]]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def run(images: Tensor) -> Tensor:
+        return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})[0])
+
+    return f"onnxruntime {onnxruntime.__version__}", run
+
+
+def write_pt2(model: PixelsToProbabilities, path: Path) -> None:
+    torch.export.save(torch.export.export(model, example_input(), dynamic_shapes=batch_dimension()), path)
+
+
+def load_pt2(path: Path) -> tuple[str, Callable[[Tensor], Tensor]]:
+    return f"torch.export.load (torch {torch.__version__})", torch.export.load(path).module()
+
+
+@torch.inference_mode()
+def compare(
+    model: PixelsToProbabilities,
+    run: Callable[[Tensor], Tensor],
+    images: Tensor,
+    labels: Tensor,
+    path: Path,
+    runtime: str,
+) -> ExportCheck:
+    """Both on every test image at once: predicted digits, largest probability difference, accuracy."""
+    expected, exported = model(images), run(images)
+    expected_digits, exported_digits = expected.argmax(dim=1), exported.argmax(dim=1)
+    return ExportCheck(
+        path=path,
+        runtime=runtime,
+        images=len(labels),
+        disagreements=int((expected_digits != exported_digits).sum()),
+        max_difference=float((expected - exported).abs().max()),
+        accuracy=float((exported_digits == labels).float().mean()),
+        torch_accuracy=float((expected_digits == labels).float().mean()),
+    )

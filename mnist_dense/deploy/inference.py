@@ -1,0 +1,71 @@
+"""The whole inference as one module: MNIST-like pixels 0-255 in, the tutorial's softmax out.
+
+`export` writes exactly this module to ONNX or pt2 and `serve` runs it, so a program that loads the
+exported file needs nothing else: the normalization the checkpoint was trained with is inside.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import torch
+from torch import Tensor, nn
+
+from mnist_dense.checkpoints import read_checkpoint, resolve_last
+from mnist_dense.module import MNISTClassifier
+from mnist_dense.scaling import Normalization, to_model_input
+
+RUNS_DIR = "runs"  # where `--ckpt_path last` looks, as for test and predict
+DEPLOY_EXTRA = 'pip install -e ".[deploy]"'
+
+
+class DeployError(RuntimeError):
+    """Export or serve cannot go on; the message names what is missing or wrong and the fix."""
+
+
+class PixelsToProbabilities(nn.Module):
+    """(N, 1, 28, 28) float pixels 0-255, white digit on black -> (N, 10) softmax probabilities."""
+
+    def __init__(self, net: nn.Module, normalization: Normalization) -> None:
+        super().__init__()
+        self.net, self.normalization = net, normalization
+
+    def forward(self, images: Tensor) -> Tensor:
+        return torch.softmax(self.net(to_model_input(images, self.normalization)), dim=1)
+
+
+def checkpoint_path(value: str) -> Path:
+    """`--ckpt_path`: a file, or `last` for the newest last.ckpt/interrupted.ckpt under runs/."""
+    return resolve_last(RUNS_DIR) if value == "last" else Path(value)
+
+
+def load_inference_model(path: Path) -> PixelsToProbabilities:
+    """The checkpoint's network with its training normalization, in eval mode on the CPU, or `CheckpointError`."""
+    checkpoint = read_checkpoint(path)
+    normalization = checkpoint.get("datamodule_hyper_parameters", {}).get("normalization", "unit")
+    net = MNISTClassifier.load_from_checkpoint(path, map_location="cpu").net
+    return PixelsToProbabilities(net, normalization).eval()
+
+
+def require_extra(command: str, modules: tuple[str, ...]) -> None:
+    """Refuse with the install command when the `deploy` extra's packages are missing."""
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise DeployError(
+            f"{command} needs {', '.join(missing)}, which come with this package's `deploy` extra:"
+            f" {DEPLOY_EXTRA} (or `make install`, which installs it)."
+        )
+
+
+def fail(err: Exception) -> NoReturn:
+    """The CLI's one-paragraph error on stderr and exit status 1, as `test` and `predict` give."""
+    print(f"error: {err}", file=sys.stderr)
+    raise SystemExit(1) from None

@@ -1,0 +1,141 @@
+"""The drawing page in a real browser: Playwright drives headless Chromium, draws digits with mouse strokes (and one
+with a finger), presses Predict and reads the page. Skipped, with the reason, where no Chromium is installed."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmarks.serve_process import ServeProcess
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Offline: Chromium must not try to reach Google's services (the closed network refuses, and it would be slow).
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+PAD = 280  # the canvas' size in CSS pixels
+
+
+def ellipse(cx: float, cy: float, rx: float, ry: float, points: int = 36) -> list[tuple[float, float]]:
+    return [(cx + rx * math.sin(2 * math.pi * i / points), cy - ry * math.cos(2 * math.pi * i / points))
+            for i in range(points + 1)]  # fmt: skip
+
+
+# Digits as a hand draws them: one or two strokes each, in canvas pixels.
+STROKES = {
+    0: [ellipse(140, 140, 60, 95)],
+    1: [[(140, 40), (140, 240)]],
+    2: [[(80, 90), (100, 55), (140, 40), (180, 55), (195, 95), (180, 135), (80, 230), (210, 230)]],
+    3: [[(80, 60), (140, 40), (195, 70), (185, 115), (130, 135), (190, 160), (200, 205), (140, 240), (80, 220)]],
+    4: [[(70, 40), (70, 160), (200, 160)], [(170, 60), (170, 245)]],
+    7: [[(80, 60), (200, 60), (130, 230)]],
+}
+SMALL_SEVEN_IN_A_CORNER = [[(20, 20), (70, 20), (45, 80)]]  # off centre and a fifth of the pad: prepared, it is a 7
+
+
+@pytest.fixture(scope="module")
+def server(trained_checkpoint: Path):
+    with ServeProcess(trained_checkpoint) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        reason = f"no Chromium at {CHROMIUM}: `apt-get install chromium` (Debian) runs this test; .ci/run does"
+        if os.environ.get("MNIST_DENSE_REQUIRE_BROWSER"):  # set by .ci/run: CI must run the browser test
+            pytest.fail(reason)
+        pytest.skip(reason)
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright comes with the deploy extra")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server: ServeProcess):
+    context = browser.new_context(has_touch=True)
+    page = context.new_page()
+    page.requests = []
+    page.on("request", lambda request: page.requests.append(request.url))
+    page.goto(f"{server.url}/draw")
+    yield page
+    context.close()
+
+
+def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
+    box = page.locator("#pad").bounding_box()
+    for stroke in strokes:
+        page.mouse.move(box["x"] + stroke[0][0], box["y"] + stroke[0][1])
+        page.mouse.down()
+        for x, y in stroke[1:]:
+            page.mouse.move(box["x"] + x, box["y"] + y, steps=6)
+        page.mouse.up()
+
+
+def predict(page) -> dict:
+    """Press Predict; returns the server's JSON answer after checking that the page shows the same."""
+    with page.expect_response("**/predict") as response_info:
+        page.click("#predict")
+    answer = response_info.value.json()
+    page.wait_for_selector("#answer:not([hidden])")
+    assert page.text_content("#digit") == str(answer["digit"])
+    bars = page.locator("#bars li")
+    assert bars.count() == 10
+    shown = [float(bars.nth(i).get_attribute("data-probability")) for i in range(10)]
+    assert shown == answer["probabilities"]
+    assert page.locator("#bars li.best").get_attribute("data-digit") == str(answer["digit"])
+    assert page.eval_on_selector("#prepared", "img => [img.naturalWidth, img.naturalHeight]") == [28, 28]
+    return answer
+
+
+@pytest.mark.parametrize("digit", sorted(STROKES))
+def test_a_digit_drawn_with_the_mouse_is_predicted(page, server: ServeProcess, digit: int) -> None:
+    draw(page, STROKES[digit])
+    assert predict(page)["digit"] == digit
+    assert all(url.startswith(server.url) for url in page.requests)  # nothing from another site
+
+
+def test_clear_then_an_off_centre_small_digit_and_the_picture_the_network_saw(page) -> None:
+    draw(page, STROKES[1])
+    predict(page)
+    page.click("#clear")
+    assert page.is_hidden("#answer")
+    draw(page, SMALL_SEVEN_IN_A_CORNER)
+    answer = predict(page)
+    assert answer["digit"] == 7
+    seen = page.eval_on_selector(  # the 28x28 picture the page shows: the ink moved to the middle
+        "#prepared",
+        """img => { const c = document.createElement('canvas'); c.width = c.height = 28;
+                   const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+                   return Array.from(g.getImageData(0, 0, 28, 28).data).filter((_, i) => i % 4 === 0); }""",
+    )
+    ink = [(i // 28, i % 28) for i, value in enumerate(seen) if value > 127]
+    rows, columns = [r for r, _ in ink], [c for _, c in ink]
+    assert max(rows) - min(rows) >= 15 and 9 <= sum(rows) / len(rows) <= 18 and 9 <= sum(columns) / len(ink) <= 18
+
+
+def test_a_digit_drawn_with_a_finger_is_predicted(page) -> None:
+    """Touch events through Chromium's DevTools protocol: the page's pointer events see pointerType 'touch'."""
+    box = page.locator("#pad").bounding_box()
+    devtools = page.context.new_cdp_session(page)
+    points = [(box["x"] + 140, box["y"] + y) for y in range(40, 241, 20)]
+    devtools.send(
+        "Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": points[0][0], "y": points[0][1]}]}
+    )
+    for x, y in points[1:]:
+        devtools.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
+    devtools.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    assert predict(page)["digit"] == 1
+
+
+def test_predict_on_an_empty_pad_asks_for_a_drawing(page) -> None:
+    page.click("#predict")
+    assert page.text_content("#status") == "Draw a digit first."
+    assert page.is_hidden("#answer") and not any(url.endswith("/predict") for url in page.requests)

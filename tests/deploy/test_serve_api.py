@@ -1,0 +1,195 @@
+"""`serve`'s HTTP API in-process, as LitServe's own tests run a server: its app under starlette's TestClient.
+
+Real test digits go in as PNG; each bad request gets its own test, a 4xx JSON error naming the problem, and
+the server answers the next good request.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from litserve.utils import wrap_litserve_start
+from PIL import Image
+
+from mnist_dense.cli import main
+from mnist_dense.deploy.digit_api import MAX_BODY_BYTES, build_server
+from mnist_dense.pictures import prepare_picture
+from tests.conftest import BUNDLED_DATA
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client(trained_checkpoint: Path):
+    server = build_server(trained_checkpoint, max_batch_size=8, batch_timeout=0.005)
+    with wrap_litserve_start(server) as started, TestClient(started.app) as client:
+        wait_until_healthy(client)
+        yield client
+
+
+def wait_until_healthy(client: TestClient) -> None:
+    deadline = time.monotonic() + 120
+    while client.get("/health").status_code != 200:  # 503 until the worker has loaded the model
+        assert time.monotonic() < deadline, "the inference worker did not start"
+        time.sleep(0.2)
+
+
+def encoded(picture: Image.Image, fmt: str = "PNG", **options) -> str:
+    buffer = io.BytesIO()
+    picture.save(buffer, fmt, **options)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def refused(client: TestClient, status: int, message: str, **request) -> None:
+    """The request gets `status` with a JSON detail containing `message`, and the server still predicts."""
+    response = client.post("/predict", **request)
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+    assert len(response.text) < 1000  # the error never echoes what was sent
+    seven = Image.new("L", (28, 28))
+    seven.paste(255, (6, 6, 22, 9))
+    seven.paste(255, (18, 9, 21, 23))
+    assert client.post("/predict", json={"image": encoded(seven)}).status_code == 200
+
+
+def test_health_answers_200_once_the_model_is_loaded(client: TestClient) -> None:
+    assert client.get("/health").status_code == 200
+
+
+def test_real_test_digits_as_png_get_the_answers_of_predict(
+    client: TestClient, digit_pngs, trained_checkpoint: Path, tmp_path: Path
+) -> None:
+    """The same preparation as `predict --data.predict_images`: the same digit and probability for each file."""
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    answers = {}
+    for i, (png, _) in enumerate(digit_pngs):
+        (folder / f"{i:02d}.png").write_bytes(base64.b64decode(png))
+        response = client.post("/predict", json={"image": png})
+        assert response.status_code == 200
+        answers[f"{i:02d}.png"] = body = response.json()
+        assert set(body) == {"digit", "probability", "probabilities", "prepared"}
+        assert len(body["probabilities"]) == 10 and abs(sum(body["probabilities"]) - 1) < 1e-4
+        assert body["digit"] == max(range(10), key=body["probabilities"].__getitem__)
+        assert body["probability"] == max(body["probabilities"])
+    assert sum(answers[f"{i:02d}.png"]["digit"] == label for i, (_, label) in enumerate(digit_pngs)) >= 30
+    main(["predict", "--ckpt_path", str(trained_checkpoint), "--data.predict_images", str(folder),
+          "--data.data_dir", str(BUNDLED_DATA), "--trainer.default_root_dir", str(tmp_path / "run"),
+          "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    with open(next((tmp_path / "run").glob("version_*/predictions.csv"))) as f:
+        for row in csv.DictReader(f):
+            served = answers[Path(row["image"]).name]
+            assert int(row["predicted"]) == served["digit"]
+            assert float(row["probability"]) == pytest.approx(served["probability"], abs=2e-6)  # both print 6 decimals
+
+
+def test_without_batching_the_answers_are_the_same(client: TestClient, digit_pngs, trained_checkpoint: Path) -> None:
+    """`--max_batch_size 1`: LitServe hands `predict` one digit instead of a stacked batch."""
+    batched = [client.post("/predict", json={"image": png}).json() for png, _ in digit_pngs[:5]]
+    server = build_server(trained_checkpoint, max_batch_size=1)
+    with wrap_litserve_start(server) as started, TestClient(started.app) as single:
+        wait_until_healthy(single)
+        for (png, _), expected in zip(digit_pngs[:5], batched, strict=True):
+            answer = single.post("/predict", json={"image": png}).json()
+            assert answer["digit"] == expected["digit"] and answer["prepared"] == expected["prepared"]
+            assert answer["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-5)
+
+
+def test_the_answer_shows_the_28x28_picture_the_network_saw(client: TestClient, digit_pngs) -> None:
+    png, _ = digit_pngs[0]
+    prepared = client.post("/predict", json={"image": png}).json()["prepared"]
+    assert prepared.startswith("data:image/png;base64,")
+    seen = Image.open(io.BytesIO(base64.b64decode(prepared.split(",", 1)[1])))
+    assert seen.size == (28, 28)
+    assert list(seen.getdata()) == prepare_picture(base64.b64decode(png)).flatten().tolist()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options", "transparent"),
+    [("JPEG", {"quality": 95}, False), ("GIF", {}, False), ("WEBP", {"lossless": True}, False), ("PNG", {}, True)],
+)
+def test_jpeg_gif_webp_and_a_transparent_canvas_png_as_data_urls(
+    client: TestClient, digit_pngs, fmt: str, options: dict, transparent: bool
+) -> None:
+    png, _ = digit_pngs[0]
+    digit = Image.open(io.BytesIO(base64.b64decode(png))).resize((140, 140))
+    if transparent:  # what canvas.toDataURL() sends: black ink, the digit only in the alpha channel
+        picture = Image.new("RGBA", digit.size, (0, 0, 0, 0))
+        picture.putalpha(digit)
+    else:  # dark ink on white paper
+        picture = Image.eval(digit, lambda value: 255 - value).convert("RGB")
+    url = f"data:image/{fmt.lower()};base64,{encoded(picture, fmt, **options)}"
+    answer, reference = client.post("/predict", json={"image": url}), client.post("/predict", json={"image": png})
+    assert answer.status_code == 200 and answer.json()["digit"] == reference.json()["digit"]
+
+
+def test_a_body_that_is_not_json_is_refused(client: TestClient) -> None:
+    refused(client, 400, "the body is not JSON", content=b"image=seven", headers={"Content-Type": "application/json"})
+
+
+def test_a_json_body_that_is_not_an_object_is_refused(client: TestClient) -> None:
+    refused(client, 400, "must be a JSON object", json=["an", "array"])
+
+
+def test_a_body_without_image_is_refused(client: TestClient) -> None:
+    refused(client, 422, "no 'image' field", json={"picture": "iVBORw0KGgo="})
+
+
+def test_an_image_that_is_not_a_string_is_refused(client: TestClient) -> None:
+    refused(client, 422, "image must be a string", json={"image": [0, 255, 0]})
+
+
+def test_an_image_that_is_not_base64_is_refused(client: TestClient) -> None:
+    refused(client, 422, "not valid base64", json={"image": "this is not base64!"})
+
+
+def test_base64_that_is_not_a_picture_is_refused(client: TestClient) -> None:
+    refused(client, 422, "not a readable image", json={"image": base64.b64encode(b"seven, I think").decode()})
+
+
+def test_a_data_url_that_is_not_base64_is_refused(client: TestClient) -> None:
+    refused(client, 422, "not base64", json={"image": "data:image/svg+xml,<svg></svg>"})
+
+
+def test_a_blank_picture_is_refused(client: TestClient) -> None:
+    refused(client, 422, "no ink found", json={"image": encoded(Image.new("RGBA", (280, 280), (0, 0, 0, 0)))})
+
+
+def test_a_body_over_1_mb_is_refused_with_413(client: TestClient) -> None:
+    noise = base64.b64encode(bytes(range(256)) * (MAX_BODY_BYTES // 256 + 1)).decode()
+    refused(client, 413, f"over {MAX_BODY_BYTES:,} bytes", json={"image": noise})
+
+
+def test_a_decompression_bomb_is_refused(client: TestClient) -> None:
+    bomb = encoded(Image.new("1", (20_000, 20_000)))  # 400 million pixels in about 65 KB of base64
+    refused(client, 422, "pixels, more than", json={"image": bomb})
+
+
+def test_a_request_cannot_make_the_server_read_a_file(
+    client: TestClient, digit_pngs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`abcd` is valid base64 and a file name here holding a real digit: the server decodes it, never opens it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "abcd").write_bytes(base64.b64decode(digit_pngs[0][0]))
+    refused(client, 422, "not a readable image", json={"image": "abcd"})
+    refused(client, 422, "not valid base64", json={"image": str(tmp_path / "abcd")})
+    refused(client, 422, "not valid base64", json={"image": (tmp_path / "abcd").as_uri()})
+
+
+def test_the_page_and_its_files_are_served_with_a_same_origin_policy(client: TestClient) -> None:
+    page = client.get("/draw")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert '<canvas id="pad"' in page.text and "http" not in page.text  # nothing from another site
+    for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        response = client.get(f"/draw/{name}")
+        assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
+        assert "http://" not in response.text and "https://" not in response.text
+    for path in ("/draw/../../pyproject.toml", "/draw/index.html", "/draw/%2e%2e/pyproject.toml"):
+        assert client.get(path).status_code == 404

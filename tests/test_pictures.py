@@ -1,0 +1,138 @@
+"""The one preparation of pictures people send (predict, serve, the page): every format, transparency, bad files.
+
+Real MNIST test digits are saved the way people's files hold them (PNG, JPEG, GIF, WebP, BMP, with or
+without transparency, 16-bit, rotated by EXIF) and must come back as the digit that the PNG gives.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+from mnist_dense.data import load_split
+from mnist_dense.pictures import MAX_PIXELS, PictureError, decode_picture, prepare_digit, prepare_picture
+from tests.conftest import BUNDLED_DATA
+
+DIGITS = 12
+
+
+@pytest.fixture(scope="module")
+def test_digits() -> torch.Tensor:
+    """The first test digits, 4x larger (as a drawing would be), uint8 (N, 112, 112), white on black."""
+    images, _ = load_split(BUNDLED_DATA, "test")
+    return images[:DIGITS].repeat_interleave(4, dim=1).repeat_interleave(4, dim=2)
+
+
+def saved(picture: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def similarity(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.float().flatten(), b.float().flatten()
+    return float(a @ b / a.norm() / b.norm())
+
+
+def as_ink_on_transparent(digit: torch.Tensor, colour: tuple[int, int, int]) -> Image.Image:
+    """What a canvas exports: every pixel the ink colour, the digit only in the alpha channel."""
+    picture = Image.new("RGBA", (digit.shape[1], digit.shape[0]), (*colour, 0))
+    picture.putalpha(Image.fromarray(digit.numpy()))
+    return picture
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options", "least_similar"),
+    [("PNG", {}, 1.0), ("GIF", {}, 1.0), ("WEBP", {"lossless": True}, 1.0), ("BMP", {}, 1.0), ("JPEG", {}, 0.99)],
+)
+def test_every_format_gives_the_digit_the_png_gives(test_digits, fmt: str, options: dict, least_similar: float) -> None:
+    for digit in test_digits:
+        expected = prepare_digit(digit)
+        for picture in (Image.fromarray(digit.numpy()), Image.fromarray(digit.numpy()).convert("RGB")):
+            got = prepare_picture(saved(picture, fmt, **options))
+            assert got.shape == (28, 28) and got.dtype == torch.uint8
+            assert similarity(got, expected) >= least_similar - 1e-6, fmt
+
+
+@pytest.mark.parametrize(("fmt", "least_similar"), [("PNG", 0.999), ("WEBP", 0.999), ("GIF", 0.85)])
+def test_a_dark_digit_on_a_transparent_background_is_read_as_drawn(test_digits, fmt: str, least_similar: float) -> None:
+    """Canvas exports and drawing apps: black ink, transparent paper (was: 'no ink found')."""
+    for digit in test_digits:
+        # GIF keeps one transparent palette entry: the outline comes out hard and thinner (unrelated digits: < 0.7).
+        data = saved(as_ink_on_transparent(digit, (0, 0, 0)), fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+        gray = decode_picture(data)
+        assert gray.shape == (1, *digit.shape)
+        assert similarity(prepare_picture(data), prepare_digit(digit)) > least_similar
+
+
+def test_a_light_digit_on_a_transparent_background_is_read_too(test_digits) -> None:
+    for digit in test_digits:
+        data = saved(as_ink_on_transparent(digit, (255, 255, 255)), "PNG")
+        assert similarity(prepare_picture(data), prepare_digit(digit)) > 0.99
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(test_digits) -> None:
+    for digit in test_digits:
+        sixteen = Image.fromarray(digit.numpy().astype("uint16") * 257)
+        assert torch.equal(prepare_picture(saved(sixteen, "PNG")), prepare_digit(digit))
+
+
+def test_a_phone_photo_rotated_by_exif_is_turned_upright(test_digits) -> None:
+    upright = Image.fromarray(test_digits[0].numpy())
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": the file holds the picture turned on its side
+    data = saved(upright.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif, quality=95)
+    assert similarity(prepare_picture(data), prepare_digit(test_digits[0])) > 0.99
+
+
+def test_a_12_megapixel_photo_is_scaled_down_first_and_gives_the_same_digit(test_digits) -> None:
+    """Big photos are reduced to 1024 pixels a side before preparing: cheaper, and the digit ends up 20x20 anyway."""
+    for digit in test_digits[:4]:
+        ink = Image.fromarray(255 - digit.numpy()).resize((1600, 1600), Image.Resampling.BILINEAR)
+        photo = Image.new("L", (4000, 3000), 255)
+        photo.paste(ink, (1800, 600))
+        small = photo.resize((400, 300), Image.Resampling.BILINEAR)
+        big, reference = prepare_picture(saved(photo, "JPEG", quality=90)), prepare_picture(saved(small, "PNG"))
+        assert similarity(big, reference) > 0.97
+        assert similarity(big, prepare_digit(digit)) > 0.9
+
+
+def test_a_picture_over_the_pixel_limit_is_refused_before_decoding() -> None:
+    side = int(MAX_PIXELS**0.5) + 100
+    bomb = saved(Image.new("1", (side, side)), "PNG")  # a few KB that would decode to tens of MB
+    assert len(bomb) < 100_000
+    with pytest.raises(PictureError, match=f"{side}x{side} = .* pixels, more than the 25,000,000"):
+        decode_picture(bomb)
+
+
+def test_a_decompression_bomb_beyond_pillows_own_limit_gets_the_same_message() -> None:
+    bomb = saved(Image.new("1", (20_000, 20_000)), "PNG")  # 400 million pixels in about 50 KB
+    with pytest.raises(PictureError, match="over .* pixels, more than the 25,000,000 read here"):
+        decode_picture(bomb)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "not a readable image"),
+        (b"digit: seven\n", "not a readable image"),
+        (b"%!PS-Adobe-3.0 EPSF-3.0\n", "not a readable image"),  # a format whose decoder would run a program
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not a readable image"),  # a PNG signature, no PNG
+    ],
+)
+def test_what_is_not_a_picture_is_a_picture_error(data: bytes, message: str) -> None:
+    with pytest.raises(PictureError, match=message):
+        prepare_picture(data)
+
+
+def test_a_truncated_file_and_a_blank_picture_are_picture_errors(test_digits) -> None:
+    whole = saved(Image.fromarray(test_digits[0].numpy()), "PNG")
+    with pytest.raises(PictureError, match="damaged image"):
+        prepare_picture(whole[: len(whole) // 2])
+    with pytest.raises(PictureError, match="no ink found"):
+        prepare_picture(saved(Image.new("RGBA", (50, 50), (0, 0, 0, 0)), "PNG"))
+    with pytest.raises(PictureError, match="no ink found"):
+        prepare_picture(saved(Image.new("L", (50, 50), 200), "JPEG"))
