@@ -29,6 +29,7 @@ from torchvision.io import encode_png
 
 from benchmarks.serve_process import ServeProcess
 from mnist_dense.data import load_split
+from mnist_dense.data.files import default_data_dir
 from mnist_dense.deploy.inference import checkpoint_path
 
 CONFIGURATIONS = {
@@ -67,7 +68,9 @@ def parse_args(args: list[str] | None) -> argparse.Namespace:
         "--rounds", type=int, default=1, help="Rounds, alternating the configurations (on, off, on...)."
     )
     parser.add_argument("--port", type=int, default=None, help="Port for the server (default: a free one).")
-    parser.add_argument("--data.data_dir", dest="data_dir", default="data", help="Folder holding MNIST/raw.")
+    parser.add_argument(
+        "--data.data_dir", dest="data_dir", default=default_data_dir(), help="Folder holding MNIST/raw."
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     return parser.parse_args(args)
 

@@ -140,9 +140,9 @@ def _is_progress_bar(callback: object) -> bool:
 
 
 def main(args: list[str] | None = None) -> None:
-    args = sys.argv[1:] if args is None else list(args)
-    if args and args[0] in OTHER_COMMANDS:
-        importlib.import_module(OTHER_COMMANDS[args[0]]).main(args[1:])
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in OTHER_COMMANDS:
+        importlib.import_module(OTHER_COMMANDS[argv[0]]).main(argv[1:])
         return
     try:
         MNISTDenseCLI(
@@ -155,7 +155,11 @@ def main(args: list[str] | None = None) -> None:
                 "default_root_dir": RUNS_DIR,
                 "callbacks": [SaveOnInterrupt()],
             },
-            parser_kwargs={"description": "The Keras tutorial's MNIST dense network, trained with Lightning."},
+            parser_kwargs={
+                "description": "The Keras tutorial's MNIST dense network, trained with Lightning. Also:"
+                " `export --ckpt_path CKPT` (ONNX or pt2) and `serve --ckpt_path CKPT` (HTTP and a drawing page);"
+                " each takes --help."
+            },
             args=args,
         )
     except (MNISTDataError, CheckpointError, OwnImagesError) as err:

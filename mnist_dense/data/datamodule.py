@@ -62,8 +62,8 @@ class MNISTDataModule(L.LightningDataModule):
         eval_batch_size: Batch size for validation, test and predict; it does not change their results.
         max_translate: Shift each training digit by a random 0 to this many pixels along each axis (0: the tutorial,
             no shifts); it teaches the network off-centre digits. Validation, test and predict are never shifted.
-        predict_images: For `predict`: a folder or glob of your own digit pictures, prepared as MNIST's digits
-            were (see `mnist_dense.pictures`); unset predicts the test set.
+        predict_images: For `predict`: a folder or glob of your own digit pictures (any format Pillow reads),
+            prepared as MNIST's digits were (see `mnist_dense.pictures`); unset predicts the test set.
     """
 
     def __init__(

@@ -24,6 +24,7 @@ from torch import Tensor
 from mnist_dense.checkpoints import CheckpointError
 from mnist_dense.constants import IMAGE_SIZE
 from mnist_dense.data import MNISTDataError, load_split
+from mnist_dense.data.files import default_data_dir
 from mnist_dense.deploy.inference import (
     DeployError,
     PixelsToProbabilities,
@@ -57,7 +58,7 @@ def parse_args(args: list[str]) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="File to write (default: beside the checkpoint, .onnx or .pt2).")
     parser.add_argument("--format", choices=("onnx", "pt2"), default="onnx", help="ONNX, or a torch.export program.")
     parser.add_argument(
-        "--data.data_dir", dest="data_dir", default="data", help="Folder holding MNIST/raw, for the check."
+        "--data.data_dir", dest="data_dir", default=default_data_dir(), help="Folder holding MNIST/raw, for the check."
     )
     return parser.parse_args(args)
 
