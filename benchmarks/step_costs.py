@@ -10,8 +10,6 @@ Each variant is `python -m mnist_dense fit` with one thing changed, run as its o
   log_steps      self.log(train loss and accuracy, on_step=False, on_epoch=True) every step
                  instead of once an epoch                       (subclass `PerStepLogClassifier`)
   no_metrics     no training loss or accuracy at all, as the plain loop (subclass `NoTrainMetricsClassifier`)
-  no_nvml        PYTORCH_NVML_BASED_CUDA_CHECK unset where no NVML library loads (`skip_nvml_check_without_nvml`)
-  fused_no_nvml  both of the last two
   one_thread     OMP_NUM_THREADS=1 in the environment (meaningless with --threads)
 
 The variants that need another LightningModule run the package's own CLI with that class in place of
@@ -27,7 +25,8 @@ Whole epochs one after the other are at the mercy of a busy machine (differences
 drown in it). `--interleaved` measures the small ones more surely: one fit per factor, in this process,
 the factor switched on and off every 50 steps (`Interleave`), the median step time under each; factors
 bar_off, bar1, log_steps, no_metrics, foreach, fused (switched in the optimizer's param_groups) and
-no_nvml. `--in_process` runs the variants as above but in this process (no start-up).
+nvml (Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 against the CLI's `skip_failing_nvml_check`).
+`--in_process` runs the variants as above but in this process (no start-up).
 
 `python -m benchmarks.step_costs --imports` instead times the start-up imports (`python -X importtime`)
 of `python -m mnist_dense fit --help`: the total, and who imports the heavy packages.
@@ -40,7 +39,6 @@ of `python -m mnist_dense fit --help`: the total, and who imports the heavy pack
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib
 import json
 import logging
@@ -58,6 +56,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from benchmarks.baselines import RESULT_PREFIX
+from mnist_dense.cli import skip_failing_nvml_check
 from mnist_dense.module import MNISTClassifier
 
 RESULT_LINE = re.compile(re.escape(RESULT_PREFIX) + r"(\{.*\})")
@@ -140,7 +139,7 @@ FACTORS = {
     "no_metrics": ("metric updates every step", "no training metrics"),
     "foreach": ("Adam default (for-loop)", "Adam foreach=True"),
     "fused": ("Adam default (for-loop)", "Adam fused=True"),
-    "no_nvml": ("PYTORCH_NVML_BASED_CUDA_CHECK=1 (Lightning's)", "unset where NVML does not load"),
+    "nvml": ("NVML check only where NVML loads (the CLI)", "PYTORCH_NVML_BASED_CUDA_CHECK=1 (Lightning's)"),
 }
 
 
@@ -177,10 +176,10 @@ class Interleave(L.Callback):
         elif factor in ("foreach", "fused"):
             for group in trainer.optimizers[0].param_groups:
                 group[factor] = True if mode else None
-        elif factor == "no_nvml":
+        elif factor == "nvml":
             os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
-            if mode:
-                skip_nvml_check_without_nvml()
+            if not mode:
+                skip_failing_nvml_check()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         mode = (batch_idx // self.block) % 2
@@ -243,31 +242,18 @@ def _interleaved(factors: list[str], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def skip_nvml_check_without_nvml() -> None:
-    """`import lightning` sets PYTORCH_NVML_BASED_CUDA_CHECK=1, so that `torch.cuda.is_available()` asks NVML
-    instead of initializing CUDA. torch 2.14's `Adam.step` calls it every step, and where no NVML library is
-    installed (a CUDA build of torch on a machine without a GPU) each call fails to dlopen it, then falls back to
-    `cudaGetDeviceCount` anyway. Without NVML the variable changes nothing but that cost, so unset it."""
-    try:
-        ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
-
-
 MODULE = "mnist_dense.module.MNISTClassifier"
 HERE = "benchmarks.step_costs."
-# name: (LightningModule class, extra fit flags, extra environment, unset the NVML check)
-VARIANTS: dict[str, tuple[str, list[str], dict[str, str], bool]] = {
-    "default": (MODULE, [], {}, False),
-    "bar1": (MODULE, [BAR, "--trainer.callbacks.refresh_rate", "1"], {}, False),
-    "bar_off": (MODULE, ["--trainer.enable_progress_bar", "false"], {}, False),
-    "foreach": (HERE + "ForeachAdamClassifier", [], {}, False),
-    "fused": (HERE + "FusedAdamClassifier", [], {}, False),
-    "log_steps": (HERE + "PerStepLogClassifier", [], {}, False),
-    "no_metrics": (HERE + "NoTrainMetricsClassifier", [], {}, False),
-    "no_nvml": (MODULE, [], {}, True),
-    "fused_no_nvml": (HERE + "FusedAdamClassifier", [], {}, True),
-    "one_thread": (MODULE, [], {"OMP_NUM_THREADS": "1"}, False),
+# name: (LightningModule class, extra fit flags, extra environment)
+VARIANTS: dict[str, tuple[str, list[str], dict[str, str]]] = {
+    "default": (MODULE, [], {}),
+    "bar1": (MODULE, [BAR, "--trainer.callbacks.refresh_rate", "1"], {}),
+    "bar_off": (MODULE, ["--trainer.enable_progress_bar", "false"], {}),
+    "foreach": (HERE + "ForeachAdamClassifier", [], {}),
+    "fused": (HERE + "FusedAdamClassifier", [], {}),
+    "log_steps": (HERE + "PerStepLogClassifier", [], {}),
+    "no_metrics": (HERE + "NoTrainMetricsClassifier", [], {}),
+    "one_thread": (MODULE, [], {"OMP_NUM_THREADS": "1"}),
 }
 
 
@@ -275,9 +261,6 @@ def run_as(class_path: str, args: list[str]) -> None:
     """The package's CLI with another LightningModule class in place of `MNISTClassifier`."""
     from mnist_dense import cli
 
-    if args[:1] == ["--no_nvml"]:
-        skip_nvml_check_without_nvml()
-        args = args[1:]
     module, _, name = class_path.rpartition(".")
     cli.MNISTClassifier = getattr(importlib.import_module(module), name)
     try:
@@ -287,9 +270,8 @@ def run_as(class_path: str, args: list[str]) -> None:
 
 
 def run_variant(name: str, args: argparse.Namespace, run_dir: Path) -> dict:
-    class_path, flags, env, no_nvml = VARIANTS[name]
-    command = [sys.executable, "-m", "benchmarks.step_costs", "--as", class_path, *(["--no_nvml"] if no_nvml else [])]
-    command += ["fit"]
+    class_path, flags, env = VARIANTS[name]
+    command = [sys.executable, "-m", "benchmarks.step_costs", "--as", class_path, "fit"]
     command += ["--seed_everything", str(args.seed), "--trainer.max_epochs", str(args.epochs)]
     command += ["--trainer.default_root_dir", str(run_dir), "--data.data_dir", args.data_dir]
     command += ["--test_after_fit", "false", "--trainer.callbacks+=benchmarks.baselines.EpochTimer", *flags]
@@ -323,18 +305,17 @@ def run_in_process(name: str, args: argparse.Namespace, run_dir: Path) -> dict:
     """The same fit as `run_variant`, in this process: no start-up, so the noise of a busy machine is smaller."""
     from contextlib import redirect_stderr, redirect_stdout
 
-    class_path, flags, env, no_nvml = VARIANTS[name]
+    class_path, flags, env = VARIANTS[name]
     if env:
         raise SystemExit(f"error: variant {name} changes the environment; it needs a process of its own")
     fit = ["fit", "--seed_everything", str(args.seed), "--trainer.max_epochs", str(args.epochs)]
     fit += ["--trainer.default_root_dir", str(run_dir), "--data.data_dir", args.data_dir]
     fit += ["--test_after_fit", "false", "--trainer.callbacks+=benchmarks.baselines.EpochTimer", *flags]
     fit += ["--trainer.limit_train_batches", str(args.limit)] if args.limit else []
-    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # as `import lightning` left it
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(run_dir / "output.log", "w") as log, redirect_stdout(log), redirect_stderr(log):
-        run_as(class_path, ["--no_nvml", *fit] if no_nvml else fit)
+        run_as(class_path, fit)
     seconds = time.perf_counter() - start
     results = [json.loads(found) for found in RESULT_LINE.findall((run_dir / "output.log").read_text())]
     return {

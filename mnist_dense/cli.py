@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import inspect
+import os
 import sys
 import warnings
 
@@ -139,11 +141,28 @@ def _is_progress_bar(callback: object) -> bool:
         return False
 
 
+def skip_failing_nvml_check() -> None:
+    """Leave Lightning's `PYTORCH_NVML_BASED_CUDA_CHECK=1` only where NVML can answer it.
+
+    `import lightning` sets it so that `torch.cuda.is_available()` asks NVML instead of initializing CUDA, and
+    torch 2.14's optimizers call that every step. Where no NVML library is installed (a CUDA build of torch on a
+    machine without an NVIDIA driver, like pip's default torch on a CPU machine) each call fails to load it and then
+    asks `cudaGetDeviceCount` anyway: the same answer, 0.15-0.3 ms later every step (`benchmarks/step_costs.py`).
+    """
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+        return
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+
+
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] in OTHER_COMMANDS:
         importlib.import_module(OTHER_COMMANDS[argv[0]]).main(argv[1:])
         return
+    skip_failing_nvml_check()
     try:
         MNISTDenseCLI(
             MNISTClassifier,

@@ -203,3 +203,19 @@ def test_the_progress_bar_redraws_every_20_steps_unless_you_say_otherwise(
     callbacks = yaml.safe_load((tmp_path / "version_0" / "config.yaml").read_text())["trainer"]["callbacks"] or []
     bars = [c for c in callbacks if c["class_path"].endswith("TQDMProgressBar")]
     assert [bar["init_args"]["refresh_rate"] for bar in bars] == expected
+
+
+@pytest.mark.parametrize("nvml_loads", [True, False])
+def test_lightnings_nvml_check_stays_only_where_nvml_loads(nvml_loads: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+
+    from mnist_dense.cli import skip_failing_nvml_check
+
+    def cdll(name: str):
+        if not nvml_loads:
+            raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # as `import lightning` sets it
+    skip_failing_nvml_check()
+    assert (os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1") is nvml_loads
