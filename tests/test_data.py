@@ -290,3 +290,17 @@ def test_unwritable_data_folder_is_named(tiny_mnist: Path) -> None:
 def test_nonsense_arguments_are_refused_in_python(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         MNISTDataModule(**kwargs)
+
+
+def test_the_training_file_is_read_and_checked_once_for_train_and_val(
+    tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnist_dense.data import datamodule
+
+    reads = []
+    monkeypatch.setattr(
+        datamodule, "load_split", lambda data_dir, split: reads.append(split) or files.load_split(data_dir, split)
+    )
+    module = MNISTDataModule(str(tiny_mnist), val_size=100)
+    module.setup("fit")
+    assert reads == ["train"] and len(module.splits["train"]) == 500 and len(module.splits["val"]) == 100

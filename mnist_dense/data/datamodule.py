@@ -113,9 +113,13 @@ class MNISTDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         device = self._device()
+        files: dict[str, tuple[Tensor, Tensor]] = {}  # each IDX pair is read and checked once, even for train and val
         for split in self._needed_splits(stage):
             if split not in self.splits:
-                self.splits[split] = self._load(split, device)
+                source = "test" if split == "test" else "train"
+                if source not in files:
+                    files[source] = load_split(self.data_dir, source)
+                self.splits[split] = self._select(split, *files[source], device)
         if stage == "predict" and self.predict_images:
             from mnist_dense.pictures import load_own_images  # decoding pictures is only needed here
 
@@ -123,11 +127,9 @@ class MNISTDataModule(L.LightningDataModule):
             unknown = torch.full((len(self.own_images.images),), -1, dtype=torch.long)
             self.splits["own"] = InMemoryDigits(self.own_images.images.to(device), unknown.to(device))
 
-    def _load(self, split: str, device: torch.device) -> InMemoryDigits:
-        if split == "test":
-            images, labels = load_split(self.data_dir, "test")
-        else:
-            images, labels = load_split(self.data_dir, "train")
+    def _select(self, split: str, images: Tensor, labels: Tensor, device: torch.device) -> InMemoryDigits:
+        """The split's images, moved to the device once: the test set whole, train and val by the fixed split."""
+        if split != "test":
             train_index, val_index = split_indices(len(labels), self.val_size)
             index = train_index if split == "train" else val_index
             images, labels = images[index], labels[index]
