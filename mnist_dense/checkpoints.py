@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+# Where runs go by default (`--trainer.default_root_dir`), and so where `--ckpt_path last` looks.
+RUNS_DIR = "runs"
 # Files that `--ckpt_path last` resumes from: the end of the latest epoch, or where an interrupt stopped.
 LAST_NAME, INTERRUPTED_NAME = "last.ckpt", "interrupted.ckpt"
 REQUIRED_KEYS = ("state_dict", "hyper_parameters", "epoch", "global_step", "loops")
@@ -93,6 +95,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"Checkpoint {path} is not a checkpoint of this package's training (missing {', '.join(missing)}). {fix}"
         )
     return checkpoint
+
+
+def trained_normalization(checkpoint: dict[str, Any], default: str) -> str:
+    """The input normalization the checkpoint's data module trained with (`default` if it saved none)."""
+    return checkpoint.get("datamodule_hyper_parameters", {}).get("normalization", default)
 
 
 def check_state_shapes(path: str | Path | None, saved: dict[str, torch.Tensor], model: torch.nn.Module) -> None:

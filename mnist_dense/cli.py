@@ -17,14 +17,21 @@ from lightning.pytorch.loggers import CSVLogger
 
 from mnist_dense.callbacks import PredictionCSVWriter, RunPlots, SaveOnInterrupt
 from mnist_dense.callbacks.interrupt import interrupted_exit_code
-from mnist_dense.checkpoints import LAST_NAME, AtomicCheckpointIO, CheckpointError, read_checkpoint, resolve_last
+from mnist_dense.checkpoints import (
+    LAST_NAME,
+    RUNS_DIR,
+    AtomicCheckpointIO,
+    CheckpointError,
+    read_checkpoint,
+    resolve_last,
+    trained_normalization,
+)
 from mnist_dense.constants import TUTORIAL_EPOCHS
 from mnist_dense.data import MNISTDataError, MNISTDataModule
 from mnist_dense.module import MNISTClassifier
 from mnist_dense.pictures import OwnImagesError
 
 DEFAULT_SEED = 0
-RUNS_DIR = "runs"
 # Lightning's bar redraws after every step, which costs more than a training step of this network at batch 32
 # (measured in `make bench`); 20 steps a redraw is still about 20 redraws a second. Give your own
 # `--trainer.callbacks+=TQDMProgressBar --trainer.callbacks.refresh_rate N` to choose otherwise.
@@ -87,7 +94,7 @@ class MNISTDenseCLI(LightningCLI):
                 f" {asked} was asked for. Drop --model.hidden (the checkpoint's size is used), or drop --ckpt_path"
                 " to train a new network of the size you asked for."
             )
-        trained = checkpoint.get("datamodule_hyper_parameters", {}).get("normalization", config.data.normalization)
+        trained = trained_normalization(checkpoint, config.data.normalization)
         if subcommand != "fit" and trained != config.data.normalization:
             # Evaluate and predict with the input scaling the checkpoint was trained with.
             print(f"Using normalization {trained!r}, as {config.ckpt_path} was trained with.")

@@ -20,7 +20,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_dense.callbacks.plots import save_figure
-from mnist_dense.checkpoints import CheckpointError, read_checkpoint
+from mnist_dense.checkpoints import CheckpointError, read_checkpoint, trained_normalization
 from mnist_dense.constants import NUM_CLASSES
 from mnist_dense.data import MNISTDataError, load_split
 from mnist_dense.data.files import default_data_dir
@@ -56,7 +56,7 @@ def shift_accuracies(
 def load_checkpoint(path: Path) -> tuple[MNISTClassifier, str]:
     """The model, in eval mode on the CPU, and the normalization it was trained with."""
     checkpoint = read_checkpoint(path)  # a missing or damaged file: one clear error naming it
-    normalization = checkpoint.get("datamodule_hyper_parameters", {}).get("normalization", "unit")
+    normalization = trained_normalization(checkpoint, "unit")
     return MNISTClassifier.load_from_checkpoint(path, map_location="cpu").eval(), normalization
 
 

@@ -14,11 +14,10 @@ from typing import NoReturn
 import torch
 from torch import Tensor, nn
 
-from mnist_dense.checkpoints import read_checkpoint, resolve_last
+from mnist_dense.checkpoints import RUNS_DIR, read_checkpoint, resolve_last, trained_normalization
 from mnist_dense.module import MNISTClassifier
 from mnist_dense.scaling import Normalization, to_model_input
 
-RUNS_DIR = "runs"  # where `--ckpt_path last` looks, as for test and predict
 DEPLOY_EXTRA = 'pip install -e ".[deploy]"'
 
 
@@ -45,7 +44,7 @@ def checkpoint_path(value: str) -> Path:
 def load_inference_model(path: Path) -> PixelsToProbabilities:
     """The checkpoint's network with its training normalization, in eval mode on the CPU, or `CheckpointError`."""
     checkpoint = read_checkpoint(path)
-    normalization = checkpoint.get("datamodule_hyper_parameters", {}).get("normalization", "unit")
+    normalization = trained_normalization(checkpoint, "unit")
     net = MNISTClassifier.load_from_checkpoint(path, map_location="cpu").net
     return PixelsToProbabilities(net, normalization).eval()
 

@@ -20,9 +20,9 @@ from mnist_dense.deploy.inference import DeployError, checkpoint_path, fail, req
 
 SERVE_MODULES = ("litserve", "fastapi", "pydantic")
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the hosts LitServe's run() accepts
-# Dynamic batching on by default: at 16 clients on 2 cores, 3 alternating rounds of `make bench-serve ARGS="--rounds
-# 3"` gave a median of 471 req/s with it against 409 without, p99 alike (97 and 96 ms). Its cost: LitServe's batching
-# loop polls its queue every millisecond, 17% of a core while idle; `--max_batch_size 1` avoids that.
+# Dynamic batching on by default, as LitServe offers it; for this tiny network on 2 cores it is within noise of
+# batching off (`make bench-serve ARGS="--rounds 3"`, figures in the README). Its cost: LitServe's batching loop
+# polls its queue every millisecond, 17% of a core while idle; `--max_batch_size 1` avoids that.
 DEFAULT_BATCH = 16
 
 
