@@ -15,8 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shlex
+import subprocess
 import time
 import warnings
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -32,6 +37,32 @@ from mnist_dense.scaling import to_model_input
 BATCH_SIZE = 32
 LR = 1e-3
 RESULT_PREFIX = "RESULT "
+# Anywhere on a line: a progress bar's carriage returns can put other output before it.
+RESULT_LINE = re.compile(re.escape(RESULT_PREFIX) + r"(\{.*\})")
+
+
+def run_child(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> tuple[str, float, Any]:
+    """One benchmark process, its output in `log_path`: (output, wall seconds, its own rusage from `os.wait4`).
+
+    A failed process stops the benchmark with the end of its log.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    output = log_path.read_text()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        tail = "\n".join(output.splitlines()[-15:])
+        raise SystemExit(f"error: `{shlex.join(command)}` exited with {code}; its output ({log_path}) ends:\n{tail}")
+    return output, seconds, usage
+
+
+def result_lines(output: str) -> list[dict]:
+    """The JSON of every RESULT line a benchmark process printed."""
+    return [json.loads(found) for found in RESULT_LINE.findall(output)]
 
 
 def plain_loop(data_dir: str, epochs: int, seed: int, val_size: int, limit: int | None) -> dict:

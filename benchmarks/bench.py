@@ -23,13 +23,11 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.baselines import RESULT_PREFIX
+from benchmarks.baselines import result_lines, run_child
 
 NAMES = {
     "a": "(a) `python -m mnist_dense fit`",
@@ -37,7 +35,6 @@ NAMES = {
     "c": "(c) a plain PyTorch loop over in-memory tensors",
 }
 TEST_LINE = re.compile(r"Test accuracy: ([0-9.]+)%")
-RESULT_LINE = re.compile(re.escape(RESULT_PREFIX) + r"(\{.*\})")
 # The issue's targets (issue 10, point 5): the default fit trains an epoch in at most 2.5x the plain loop and its
 # whole process takes at most 2.0x the plain loop's, peak memory under 1.5 GB, accuracy unchanged (here: within
 # 0.3 points of the plain loop, which trains the same network on the same batches). The issue's opt-in grouped
@@ -73,22 +70,9 @@ def command(which: str, args: argparse.Namespace, run_dir: Path) -> list[str]:
 
 def run_one(which: str, args: argparse.Namespace, run_dir: Path) -> dict:
     """Run one child process; its own peak RSS comes from wait4, its figures from its RESULT lines."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "output.log"
     environment = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
-    start = time.perf_counter()
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command(which, args, run_dir), stdout=log, stderr=subprocess.STDOUT, env=environment)
-        _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    output = log_path.read_text()
-    if process.returncode != 0:
-        tail = "\n".join(output.splitlines()[-15:])
-        raise SystemExit(
-            f"error: run ({which}) exited with {process.returncode}; its output ({log_path}) ends:\n{tail}"
-        )
-    results = [json.loads(found) for found in RESULT_LINE.findall(output)]
+    output, seconds, usage = run_child(command(which, args, run_dir), run_dir / "output.log", environment)
+    results = result_lines(output)
     if which == "a":
         epoch_seconds = [r["train_seconds"] for r in results if "train_seconds" in r]
         epoch_cpu_seconds = [r["train_cpu_seconds"] for r in results if "train_cpu_seconds" in r]

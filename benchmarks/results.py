@@ -19,9 +19,10 @@ import re
 import statistics
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from benchmarks.baselines import run_child
 
 CONFIGS = {"default": [], "beyond": ["--config", "configs/beyond.yaml"], "fast": ["--config", "configs/fast.yaml"]}
 QUIET = ["--trainer.enable_progress_bar", "false"]
@@ -33,16 +34,7 @@ TRANSLATE = 3
 
 def run(args: list[str], log: Path) -> tuple[str, float]:
     """One `python -m ...` process; its output goes to `log`; a failure stops everything with the log's tail."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    output = result.stdout + result.stderr
-    log.write_text(output)
-    if result.returncode != 0:
-        raise SystemExit(
-            f"error: `python -m {' '.join(args)}` exited {result.returncode}; {log} ends:\n{output[-2000:]}"
-        )
+    output, seconds, _ = run_child([sys.executable, "-m", *args], log)
     return output, seconds
 
 

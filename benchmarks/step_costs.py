@@ -55,11 +55,10 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-from benchmarks.baselines import RESULT_PREFIX
+from benchmarks.baselines import RESULT_PREFIX, result_lines, run_child
 from mnist_dense.cli import skip_failing_nvml_check
 from mnist_dense.module import MNISTClassifier
 
-RESULT_LINE = re.compile(re.escape(RESULT_PREFIX) + r"(\{.*\})")
 BAR = "--trainer.callbacks+=TQDMProgressBar"
 STEPS_PER_EPOCH = 1875  # the default: all 60,000 training images at batch 32
 
@@ -232,7 +231,7 @@ def _interleaved(factors: list[str], args: argparse.Namespace) -> str:
         fit += ["--trainer.limit_train_batches", str(args.limit)] if args.limit else []
         with open(run_dir / "output.log", "w") as log, redirect_stdout(log), redirect_stderr(log):
             run_as(HERE + "ToggleClassifier", fit)
-        (result,) = [json.loads(found) for found in RESULT_LINE.findall((run_dir / "output.log").read_text())]
+        (result,) = result_lines((run_dir / "output.log").read_text())
         package, other = result["ms_per_step"]
         names = FACTORS[factor]
         lines.append(
@@ -277,18 +276,9 @@ def run_variant(name: str, args: argparse.Namespace, run_dir: Path) -> dict:
     command += ["--test_after_fit", "false", "--trainer.callbacks+=benchmarks.baselines.EpochTimer", *flags]
     if args.limit:
         command += ["--trainer.limit_train_batches", str(args.limit)]
-    run_dir.mkdir(parents=True, exist_ok=True)
     threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
-    start = time.perf_counter()
-    with open(run_dir / "output.log", "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **threads, **env})
-        _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    output = (run_dir / "output.log").read_text()
-    if os.waitstatus_to_exitcode(status) != 0:
-        tail = "\n".join(output.splitlines()[-15:])
-        raise SystemExit(f"error: variant {name} failed; its output ({run_dir / 'output.log'}) ends:\n{tail}")
-    results = [json.loads(found) for found in RESULT_LINE.findall(output)]
+    output, seconds, usage = run_child(command, run_dir / "output.log", {**os.environ, **threads, **env})
+    results = result_lines(output)
     return {
         "name": name,
         "epoch_seconds": [r["train_seconds"] for r in results],
@@ -317,7 +307,7 @@ def run_in_process(name: str, args: argparse.Namespace, run_dir: Path) -> dict:
     with open(run_dir / "output.log", "w") as log, redirect_stdout(log), redirect_stderr(log):
         run_as(class_path, fit)
     seconds = time.perf_counter() - start
-    results = [json.loads(found) for found in RESULT_LINE.findall((run_dir / "output.log").read_text())]
+    results = result_lines((run_dir / "output.log").read_text())
     return {
         "name": name,
         "epoch_seconds": [r["train_seconds"] for r in results],
