@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from mnist_dense.constants import TRAIN_COUNT, TUTORIAL_BATCH_SIZE
-from mnist_dense.data.files import default_data_dir, ensure_mnist_files, load_split
+from mnist_dense.data.files import Split, default_data_dir, ensure_mnist_files, load_split
 from mnist_dense.data.sampling import ResumableDataLoader, ResumableSampler, run_seed, split_indices
 from mnist_dense.scaling import NORMALIZATIONS, Normalization, to_model_input
 from mnist_dense.translate import random_translate
@@ -41,6 +41,11 @@ class InMemoryDigits(Dataset):
         # non_blocking: on a GPU the index list is copied up without making the host wait
         index = torch.tensor(indices).to(self.images.device, non_blocking=True)
         return self.images[index], self.labels[index]
+
+
+def source_file(split: str) -> Split:
+    """The IDX files a split comes from: validation images are held out of the training files."""
+    return "test" if split == "test" else "train"
 
 
 def as_batch(batch: Batch) -> Batch:
@@ -107,7 +112,7 @@ class MNISTDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Un-gzip (or download) once per node, before `setup` runs on every process."""
         stage = self.trainer.state.fn if self.trainer is not None else None
-        files = {"test" if split == "test" else "train" for split in self._needed_splits(stage)}
+        files = {source_file(split) for split in self._needed_splits(stage)}
         if files:
             ensure_mnist_files(self.data_dir, tuple(sorted(files)))
 
@@ -116,7 +121,7 @@ class MNISTDataModule(L.LightningDataModule):
         files: dict[str, tuple[Tensor, Tensor]] = {}  # each IDX pair is read and checked once, even for train and val
         for split in self._needed_splits(stage):
             if split not in self.splits:
-                source = "test" if split == "test" else "train"
+                source = source_file(split)
                 if source not in files:
                     files[source] = load_split(self.data_dir, source)
                 self.splits[split] = self._select(split, *files[source], device)
