@@ -54,6 +54,10 @@ class MNISTClassifier(L.LightningModule):
                 raise ValueError(f"MNISTClassifier({name}={value!r}): {err}") from None
         if lr_schedule not in ("constant", "onecycle"):
             raise ValueError(f"MNISTClassifier(lr_schedule={lr_schedule!r}): use 'constant' or 'onecycle'.")
+        # Plain int and float in the hyperparameters, whoever builds the module: jsonargparse (which
+        # `load_from_checkpoint` uses for a CLI checkpoint) passes its PositiveInt/PositiveFloat, and a checkpoint
+        # holding those cannot be read back with torch's `weights_only` loading.
+        hidden, lr = int(hidden), float(lr)
         self.save_hyperparameters()
         self.net = DenseNet(hidden)
         # One metric object per stage. Keras' accuracy is micro (the fraction right); torchmetrics' default is macro.

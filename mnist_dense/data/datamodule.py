@@ -94,6 +94,10 @@ class MNISTDataModule(L.LightningDataModule):
                 raise ValueError(f"MNISTDataModule({name}={value!r}): {err}") from None
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"MNISTDataModule(normalization={normalization!r}): use one of {NORMALIZATIONS}.")
+        # Plain ints in the hyperparameters (jsonargparse passes its own int types): checkpoints load with weights_only.
+        batch_size, val_size, eval_batch_size, max_translate = map(
+            int, (batch_size, val_size, eval_batch_size, max_translate)
+        )
         self.save_hyperparameters()
         self.data_dir, self.batch_size, self.val_size = data_dir, batch_size, val_size
         self.normalization, self.eval_batch_size, self.max_translate = normalization, eval_batch_size, max_translate
