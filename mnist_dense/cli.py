@@ -5,17 +5,19 @@ from __future__ import annotations
 import ctypes
 import importlib
 import inspect
+import logging
 import os
 import sys
 import warnings
 
-from jsonargparse import Namespace
+import torch
 from lightning.fabric.plugins import CheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
-from mnist_dense.callbacks import PredictionCSVWriter, RunPlots, SaveOnInterrupt
+from mnist_dense.callbacks import KerasProgressBar, KerasSummary, PredictionCSVWriter, RunPlots, SaveOnInterrupt
 from mnist_dense.callbacks.interrupt import interrupted_exit_code
 from mnist_dense.checkpoints import (
     LAST_NAME,
@@ -32,15 +34,54 @@ from mnist_dense.module import MNISTClassifier
 from mnist_dense.pictures import OwnImagesError
 
 DEFAULT_SEED = 0
-# Lightning's bar redraws after every step, which costs more than a training step of this network at batch 32
-# (measured in `make bench`); 20 steps a redraw is still about 20 redraws a second. Give your own
-# `--trainer.callbacks+=TQDMProgressBar --trainer.callbacks.refresh_rate N` to choose otherwise.
-PROGRESS_BAR = Namespace(class_path="lightning.pytorch.callbacks.TQDMProgressBar", init_args=Namespace(refresh_rate=20))
 
 # The data is in memory: worker processes would only add overhead.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 # Lightning 2.6 still calls an API that torch 2.14 deprecates; nothing for users to act on.
 warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
+
+# Lightning's warnings, on loading a checkpoint, about the training state of its ModelCheckpoints.
+TRAINING_STATE_WARNINGS = (".*The dirpath has changed from.*", ".*callbacks used to create the checkpoint need to be.*")
+
+
+class NoAdvertisements(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger/litmodels": logged on every Trainer, no flag stops it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip:")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(NoAdvertisements())
+
+# Accelerator names Lightning accepts, and what each needs on this machine.
+DEVICE_ACCELERATORS = {
+    "gpu": (CUDAAccelerator, MPSAccelerator),
+    "cuda": (CUDAAccelerator,),
+    "mps": (MPSAccelerator,),
+    "tpu": (XLAAccelerator,),
+}
+
+
+class UnavailableDeviceError(RuntimeError):
+    """A Trainer setting this machine cannot honour; the message names the flag and the fix."""
+
+
+def check_accelerator(accelerator: object) -> None:
+    """`--trainer.accelerator gpu` on a machine without one: one sentence instead of Lightning's traceback."""
+    name = accelerator.lower() if isinstance(accelerator, str) else None
+    if name not in DEVICE_ACCELERATORS or any(kind.is_available() for kind in DEVICE_ACCELERATORS[name]):
+        return
+    build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", built without CUDA")
+    raise UnavailableDeviceError(
+        f"--trainer.accelerator {accelerator}: this machine has no {name.upper()} that torch can use ({build})."
+        " Drop the flag (auto, the default, takes a GPU when there is one) or pass --trainer.accelerator cpu."
+    )
+
+
+def command_name() -> str:
+    """The command as it was typed, for --help and messages: `python -m mnist_dense` or the `mnist-dense` script."""
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m mnist_dense" if program in ("", "__main__.py", "-c") or program.endswith(".py") else program
 
 
 class MNISTDenseCLI(LightningCLI):
@@ -77,10 +118,12 @@ class MNISTDenseCLI(LightningCLI):
         )
 
     def parse_arguments(self, parser, args) -> None:
-        """Resolve `--ckpt_path last` in the run folder and check the checkpoint before any work starts."""
+        """Check the accelerator; resolve `--ckpt_path last` and check the checkpoint: before any work starts."""
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config.get(subcommand or "", None)
+        if config:
+            check_accelerator(config.trainer.accelerator)
         if not config or not config.get("ckpt_path"):
             return
         if config.ckpt_path == "last":
@@ -101,22 +144,40 @@ class MNISTDenseCLI(LightningCLI):
             config.data.normalization = trained
 
     def instantiate_trainer(self, **kwargs):
-        """Checkpoints are written atomically, unless the user brings a CheckpointIO plugin of their own."""
-        plugins = self.config_init[self.subcommand].trainer.plugins
+        """The package's defaults where the command line leaves them: atomic checkpoint writes, Keras' summary and
+        epoch lines, and no validation loop when there is no validation set.
+
+        Each gives way to the user's own: a CheckpointIO plugin, a progress bar or summary callback, the
+        `enable_progress_bar`/`enable_model_summary` flags, `--trainer.limit_val_batches`. They are added here, not
+        to the config, so that a run's config.yaml reruns with other flags (`--trainer.enable_progress_bar false`).
+        """
+        config = self.config_init[self.subcommand]
+        plugins = config.trainer.plugins
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
             plugins.append(AtomicCheckpointIO())
-        return super().instantiate_trainer(plugins=plugins, **kwargs)
+        callbacks = config.trainer.callbacks
+        callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        if config.trainer.enable_progress_bar is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(KerasProgressBar())
+        if config.trainer.enable_model_summary is not False and not any(isinstance(c, ModelSummary) for c in callbacks):
+            callbacks.append(KerasSummary())
+            kwargs["enable_model_summary"] = False  # ours takes the place of Lightning's default summary
+        if self.subcommand == "fit" and config.data.val_size == 0 and config.trainer.limit_val_batches is None:
+            kwargs["limit_val_batches"] = 0  # no validation set: no validation loop (and no empty-loader warning)
+        return super().instantiate_trainer(plugins=plugins, callbacks=callbacks, **kwargs)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        if self.subcommand != "fit":
+            # test, validate and predict never resume training: what the checkpoint callbacks saved (their best
+            # scores and folder) is of no use to them, and Lightning's warnings about restoring it would only puzzle.
+            for message in TRAINING_STATE_WARNINGS:
+                warnings.filterwarnings("ignore", message)
         if config.data.val_size == 0 and config.checkpoint.monitor == "val_acc":
             # No validation set: keep the latest epoch as "best", like the tutorial keeps its final model.
             config.checkpoint.monitor = None
             config.checkpoint.filename = "epoch{epoch}"
-        callbacks = config.trainer.callbacks or []
-        if config.trainer.enable_progress_bar is not False and not any(_is_progress_bar(c) for c in callbacks):
-            config.trainer.callbacks = [*callbacks, PROGRESS_BAR]
         if config.trainer.logger in (None, True):
             config.trainer.logger = {
                 "class_path": f"{CSVLogger.__module__}.{CSVLogger.__qualname__}",
@@ -135,17 +196,6 @@ class MNISTDenseCLI(LightningCLI):
 
 # Subcommands that are not Trainer methods: each module has its own `main(args)`.
 OTHER_COMMANDS = {"export": "mnist_dense.deploy.export", "serve": "mnist_dense.deploy.serve"}
-
-
-def _is_progress_bar(callback: object) -> bool:
-    """A callback from the config (a class_path Namespace, or an instance) that draws a progress bar."""
-    if isinstance(callback, ProgressBar):
-        return True
-    module, _, name = str(getattr(callback, "class_path", "")).rpartition(".")
-    try:
-        return issubclass(getattr(importlib.import_module(module), name), ProgressBar)
-    except (ImportError, AttributeError, TypeError, ValueError):
-        return False
 
 
 def skip_failing_nvml_check() -> None:
@@ -182,13 +232,14 @@ def main(args: list[str] | None = None) -> None:
                 "callbacks": [SaveOnInterrupt()],
             },
             parser_kwargs={
+                "prog": command_name(),
                 "description": "The Keras tutorial's MNIST dense network, trained with Lightning. Also:"
                 " `export --ckpt_path CKPT` (ONNX or pt2) and `serve --ckpt_path CKPT` (HTTP and a drawing page);"
-                " each takes --help."
+                " each takes --help.",
             },
             args=args,
         )
-    except (MNISTDataError, CheckpointError, OwnImagesError) as err:
+    except (MNISTDataError, CheckpointError, OwnImagesError, UnavailableDeviceError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     except SystemExit:

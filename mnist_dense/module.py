@@ -17,13 +17,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from jsonargparse.typing import PositiveFloat, PositiveInt
-from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_dense.checkpoints import check_state_shapes
-from mnist_dense.constants import KERAS_ADAM_EPS, NUM_CLASSES, TUTORIAL_HIDDEN, TUTORIAL_LR
+from mnist_dense.constants import IMAGE_SIZE, KERAS_ADAM_EPS, NUM_CLASSES, TUTORIAL_HIDDEN, TUTORIAL_LR
 from mnist_dense.model import DenseNet
 
 Batch = tuple[Tensor, Tensor]
@@ -67,13 +66,11 @@ class MNISTClassifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(NUM_CLASSES, average="micro")
         self.train_loss, self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in STAGES)
         self.test_images = 0  # how many test images the last test counted (all processes)
+        # One input as the data module serves it: Lightning's summary runs it through to get each layer's output shape.
+        self.example_input_array = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
-
-    def on_fit_start(self) -> None:
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        rank_zero_info(f"{type(self.net).__name__}: {trainable:,} trainable parameters")
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=KERAS_ADAM_EPS)

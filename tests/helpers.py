@@ -120,3 +120,23 @@ def read_events(path, event: str) -> list[dict]:
     """The events of one kind that a `LoopRecorder` wrote, in order."""
     with open(path) as f:
         return [e for e in map(json.loads, f) if e["event"] == event]
+
+
+class RecordCallbacks(L.Callback):
+    """Writes to `path` (JSON) which progress bar and summary callbacks the Trainer runs with, as fit starts."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lightning.pytorch.callbacks import ModelSummary
+
+        bar = trainer.progress_bar_callback
+        record = {
+            "bar": type(bar).__name__ if bar is not None else None,
+            "refresh_rate": getattr(bar, "refresh_rate", None),
+            "summaries": [type(c).__name__ for c in trainer.callbacks if isinstance(c, ModelSummary)],
+            "limit_val_batches": trainer.limit_val_batches,
+        }
+        with open(self.path, "w") as f:
+            json.dump(record, f)

@@ -75,7 +75,7 @@ def test_fit_end_to_end_on_bundled_mnist(tmp_path: Path) -> None:
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
-    assert "101,770 trainable parameters" in output
+    assert "Total params" not in output  # smoke.yaml turns the summary off
     accuracy = float(re.search(r"Test accuracy: ([\d.]+)%", output).group(1))
     assert accuracy > 85.0  # chance is 10%
     version = root / "version_0"
@@ -184,25 +184,6 @@ def test_predicting_own_pictures_needs_only_the_checkpoint_from_any_folder(tiny_
         probabilities = model(to_model_input(prepare_digit(picture)[None], "standard")).softmax(1)[0]
     assert int(row["predicted"]) == int(probabilities.argmax())
     assert float(row["probability"]) == pytest.approx(float(probabilities.max()), abs=1e-6)
-
-
-@pytest.mark.parametrize(
-    ("extra", "expected"),
-    [
-        ([], [20]),
-        (["--trainer.callbacks+=TQDMProgressBar", "--trainer.callbacks.refresh_rate", "1"], [1]),
-        (["--trainer.enable_progress_bar", "false"], []),
-    ],  # fmt: skip
-    ids=["default", "your-own-bar", "no-bar"],
-)
-def test_the_progress_bar_redraws_every_20_steps_unless_you_say_otherwise(
-    extra: list[str], expected: list[int], tiny_mnist: Path, tmp_path: Path
-) -> None:
-    main(["fit", "--data.data_dir", str(tiny_mnist), "--data.val_size", "100", "--trainer.max_steps", "3",
-          "--test_after_fit", "false", "--trainer.default_root_dir", str(tmp_path), *extra])  # fmt: skip
-    callbacks = yaml.safe_load((tmp_path / "version_0" / "config.yaml").read_text())["trainer"]["callbacks"] or []
-    bars = [c for c in callbacks if c["class_path"].endswith("TQDMProgressBar")]
-    assert [bar["init_args"]["refresh_rate"] for bar in bars] == expected
 
 
 @pytest.mark.parametrize("nvml_loads", [True, False])

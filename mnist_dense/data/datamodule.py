@@ -169,7 +169,13 @@ class MNISTDataModule(L.LightningDataModule):
         return self._eval_loader("own" if self.predict_images else "test")
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        """uint8 pixels -> normalized floats (B, 1, 28, 28) on the batch's device; training digits shifted first."""
+        """uint8 pixels -> normalized floats (B, 1, 28, 28) on the batch's device; training digits shifted first.
+
+        A bare tensor is a model's `example_input_array` (Lightning's summary sends it through this hook): it is
+        already model input and passes unchanged.
+        """
+        if isinstance(batch, Tensor):
+            return batch
         images, labels = batch
         if self.max_translate and self.trainer is not None and self.trainer.training:
             images = random_translate(images, self.max_translate)
