@@ -1,9 +1,9 @@
 """`make bench`: the package against the usual port and a plain loop, side by side, alternating.
 
 Each run is a separate process, started as a user would start it:
-  (a) `python -m mnist_dense fit`, progress bar on (its output goes to the run's log file; TQDM still
-      redraws it every 20 steps), with an epoch timer added by `--trainer.callbacks+=` (it does not
-      change what is computed),
+  (a) `python -m mnist_dense fit`, progress bar on (its output goes to the run's log file, where the
+      package's bar prints one line per epoch and draws no frames), with an epoch timer added by
+      `--trainer.callbacks+=` (it does not change what is computed),
   (b) `python -m benchmarks.baselines usual-port`,
   (c) `python -m benchmarks.baselines plain-loop`,
 in the order a, b, c, a, b, c, ... for `--repeats` rounds, so that a busy machine slows all of them

@@ -2,8 +2,9 @@
 
 Each variant is `python -m mnist_dense fit` with one thing changed, run as its own process:
 
-  default        as a user runs it (TQDM bar redrawn every 20 steps, Adam's default implementation)
-  bar1           the bar redrawn every step (Lightning's own default)
+  default        as a user runs it (the package's bar, redrawn every 20 steps in a terminal, into the log file
+                 only its epoch lines; Adam's default implementation)
+  bar1           Lightning's TQDM bar redrawn every step (Lightning's own default), frames into the log file
   bar_off        --trainer.enable_progress_bar false
   foreach        Adam(foreach=True)                             (subclass `ForeachAdamClassifier`)
   fused          Adam(fused=True)                               (subclass `FusedAdamClassifier`)
@@ -24,7 +25,8 @@ every other cost (and the CPU seconds are then the work done).
 Whole epochs one after the other are at the mercy of a busy machine (differences of 0.3-0.5 s an epoch
 drown in it). `--interleaved` measures the small ones more surely: one fit per factor, in this process,
 the factor switched on and off every 50 steps (`Interleave`), the median step time under each; factors
-bar_off, bar1, log_steps, no_metrics, foreach, fused (switched in the optimizer's param_groups) and
+bar_off, bar1, running_figures (the package's bar, drawn as in a terminal: off, every step, without its running
+loss and accuracy), log_steps, no_metrics, foreach, fused (switched in the optimizer's param_groups) and
 nvml (Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 against the CLI's `skip_failing_nvml_check`).
 `--in_process` runs the variants as above but in this process (no start-up).
 
@@ -32,7 +34,7 @@ nvml (Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 against the CLI's `skip_failin
 of `python -m mnist_dense fit --help`: the total, and who imports the heavy packages.
 
     python -m benchmarks.step_costs --threads 1                  # every variant, 3 rounds: about 8 minutes
-    python -m benchmarks.step_costs --threads 1 --interleaved    # 7 factors, one epoch each: about 1 minute
+    python -m benchmarks.step_costs --threads 1 --interleaved    # 8 factors, one epoch each: about 1 minute
     python -m benchmarks.step_costs --imports
 """
 
@@ -56,6 +58,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from benchmarks.baselines import RESULT_PREFIX, result_lines, run_child
+from mnist_dense.callbacks import KerasProgressBar
 from mnist_dense.cli import skip_failing_nvml_check
 from mnist_dense.module import MNISTClassifier
 
@@ -118,22 +121,30 @@ class ToggleClassifier(MNISTClassifier):
         return loss
 
 
-class SwitchableBar(TQDMProgressBar):
-    """Lightning's TQDM bar whose refresh rate `Interleave` switches (TQDMProgressBar reads the public property)."""
+class SwitchableBar(KerasProgressBar):
+    """The package's bar, drawn as in a terminal (into the log file), whose refresh rate and running figures
+    `Interleave` switches (TQDMProgressBar reads the public `refresh_rate` property)."""
 
     def __init__(self, refresh_rate: int = 20) -> None:
-        super().__init__(refresh_rate=refresh_rate)
+        super().__init__(refresh_rate=refresh_rate, frames=True)
         self.rate = refresh_rate
+        self.running_figures = True
 
     @property
     def refresh_rate(self) -> int:
         return self.rate
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        if self.running_figures:
+            return super().get_metrics(trainer, pl_module)
+        return TQDMProgressBar.get_metrics(self, trainer, pl_module)  # Lightning's own: the logger's version only
 
 
 # factor: (what mode 0 is, what mode 1 is)
 FACTORS = {
     "bar_off": ("bar every 20 steps", "bar off"),
     "bar1": ("bar every 20 steps", "bar every step"),
+    "running_figures": ("bar shows the running loss and accuracy", "bar shows Lightning's figures (v_num)"),
     "log_steps": ("metrics logged once an epoch", "2 self.log calls every step"),
     "no_metrics": ("metric updates every step", "no training metrics"),
     "foreach": ("Adam default (for-loop)", "Adam foreach=True"),
@@ -160,14 +171,16 @@ class Interleave(L.Callback):
 
     def _apply(self, trainer: L.Trainer, pl_module: L.LightningModule, mode: int) -> None:
         factor = self.factor
-        if factor in ("bar_off", "bar1"):
+        if factor in ("bar_off", "bar1", "running_figures"):
             bar = trainer.progress_bar_callback
             if not isinstance(bar, SwitchableBar):
                 raise SystemExit("error: the bar factors need --trainer.callbacks+=benchmarks.step_costs.SwitchableBar")
             if factor == "bar_off":
                 bar.disable() if mode else bar.enable()
-            else:
+            elif factor == "bar1":
                 bar.rate = 1 if mode else 20
+            else:
+                bar.running_figures = not mode
         elif factor == "log_steps":
             pl_module.log_every_step = bool(mode)
         elif factor == "no_metrics":
