@@ -11,7 +11,7 @@ import torch
 from mnist_dense.checkpoints import CheckpointError
 from mnist_dense.constants import MNIST_MEAN, MNIST_STD
 from mnist_dense.data import MNISTDataError, MNISTDataModule, files
-from mnist_dense.data.sampling import ResumableSampler
+from mnist_dense.data.sampling import ResumableSampler, epoch_order
 from mnist_dense.scaling import to_model_input
 from tests.conftest import BUNDLED_DATA
 
@@ -106,6 +106,8 @@ def test_shuffle_depends_only_on_seed_and_epoch() -> None:
     assert torch.equal(sampler_order(0, 1), sampler_order(0, 1))
     assert not torch.equal(sampler_order(0, 1), sampler_order(0, 2))
     assert not torch.equal(sampler_order(0, 1), sampler_order(5, 1))
+    assert not torch.equal(sampler_order(0, 1), sampler_order(1, 0))  # not DistributedSampler's seed + epoch
+    assert torch.equal(sampler_order(3, 2), epoch_order(1000, 3, 2))  # the plain loop of benchmarks/ draws the same
     assert torch.equal(sampler_order(0, 1).sort().values, torch.arange(1000))
 
 

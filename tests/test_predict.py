@@ -10,8 +10,11 @@ import torch
 from PIL import Image
 from torchvision.io import write_png
 
+from mnist_dense import MNISTClassifier
 from mnist_dense.cli import main
+from mnist_dense.data import load_split
 from mnist_dense.pictures import DIGIT_BOX, OwnImagesError, load_own_images, prepare_digit
+from mnist_dense.scaling import to_model_input
 from tests.conftest import tiny_digits
 from tests.tiny_runs import fit_tiny
 
@@ -43,6 +46,20 @@ def test_predict_writes_a_row_per_test_image(tiny_mnist: Path, tmp_path: Path, c
     assert all(0.0 <= float(row["probability"]) <= 1.0 and not row["error"] for row in rows)
     right = sum(row["predicted"] == row["label"] for row in rows)
     assert right >= 180  # the bars are easy: the trained model gets nearly all
+
+
+def test_the_probability_column_is_the_models_softmax_of_the_predicted_digit(tiny_mnist: Path, tmp_path: Path) -> None:
+    ckpt = fit_tiny(tiny_mnist, tmp_path / "fit", "--data.normalization", "standard") / "checkpoints" / "last.ckpt"
+    rows = predict(ckpt, tmp_path / "predict", "--data.data_dir", str(tiny_mnist))
+    model = MNISTClassifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    images, _ = load_split(str(tiny_mnist), "test")
+    with torch.no_grad():  # the tutorial's softmax over the 10 digits, on the inputs as the checkpoint trained
+        probabilities = model(to_model_input(images, "standard")).softmax(dim=1)
+    assert [int(row["predicted"]) for row in rows] == probabilities.argmax(dim=1).tolist()
+    torch.testing.assert_close(
+        torch.tensor([float(row["probability"]) for row in rows]), probabilities.max(dim=1).values, rtol=0, atol=5e-7
+    )
+    assert (probabilities.max(dim=1).values < 0.999).any()  # not all saturated: the column is a real probability
 
 
 def test_own_images_are_prepared_as_mnist_was() -> None:

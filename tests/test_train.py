@@ -153,6 +153,27 @@ def test_loop_flags_train_and_validate_the_batches_they_name(fit, loop: Loop) ->
     assert adam_steps(last) == {steps}  # Adam stepped once per global step, never per accumulated batch
 
 
+def test_seeds_shuffle_every_epoch_their_own_way_and_the_same_seed_identically(
+    tiny_mnist: Path, tmp_path: Path
+) -> None:
+    """`--seed_everything N`: rerunning N repeats every epoch's order; no epoch of another seed's run repeats one."""
+
+    def epoch_orders(seed: int, name: str, epochs: int = 3) -> list[tuple[int, ...]]:
+        root = tmp_path / name
+        root.mkdir()
+        recorder = ["--trainer.callbacks+=tests.helpers.LoopRecorder", "--trainer.callbacks.path", str(root / "ev")]
+        main(["fit", "--seed_everything", str(seed), "--data.data_dir", str(tiny_mnist), "--data.val_size", str(VAL),
+              "--trainer.max_epochs", str(epochs), "--test_after_fit", "false", "--trainer.default_root_dir",
+              str(root), *QUIET, *recorder])  # fmt: skip
+        batches = read_events(root / "ev", "train_batch")
+        return [tuple(n for b in batches if b["epoch"] == epoch for n in b["labels"]) for epoch in range(epochs)]
+
+    first, again, other = epoch_orders(0, "first"), epoch_orders(0, "again"), epoch_orders(1, "other")
+    assert first == again
+    assert len(set(first + other)) == len(first + other)  # six epochs, six orders
+    assert {tuple(sorted(order)) for order in first + other} == {tuple(sorted(first[0]))}  # of the same 500 digits
+
+
 def test_fast_dev_run_runs_one_batch_of_each_loop_and_writes_nothing(fit) -> None:
     """fast_dev_run: one training, one validation and one test batch; loggers and checkpoints are switched off."""
     run = fit("--trainer.fast_dev_run", "true", "--data.eval_batch_size", "50", test_after_fit=True)

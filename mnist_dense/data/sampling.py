@@ -28,9 +28,20 @@ def split_indices(count: int, val_size: int) -> tuple[Tensor, Tensor]:
     return order[val_size:].sort().values, order[:val_size].sort().values
 
 
+# `DistributedSampler` shuffles epoch e with the generator seed `seed + e`, so seed 1's first epoch would be seed 0's
+# second: runs with "different" seeds would train on the same orders, one epoch apart. Each run seed owns its own
+# range of generator seeds instead (seed 0 keeps DistributedSampler's orders).
+EPOCHS_PER_SEED = 2**20
+
+
+def shuffle_seed(seed: int) -> int:
+    """The generator seed of epoch 0 of a run seeded `seed`; epoch e uses this plus e."""
+    return seed * EPOCHS_PER_SEED
+
+
 def epoch_order(length: int, seed: int, epoch: int) -> Tensor:
-    """The shuffle of one epoch, as `DistributedSampler` draws it: it depends only on (seed, epoch)."""
-    return torch.randperm(length, generator=torch.Generator().manual_seed(seed + epoch))
+    """The shuffle of one epoch, as `ResumableSampler` draws it: it depends only on (seed, epoch)."""
+    return torch.randperm(length, generator=torch.Generator().manual_seed(shuffle_seed(seed) + epoch))
 
 
 def run_seed() -> int:
@@ -46,7 +57,7 @@ class ResumableSampler(DistributedSampler):
     """
 
     def __init__(self, dataset: Dataset, *, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=shuffle_seed(seed))
         self.position = 0  # images of this rank's share already handed out in the current epoch
         self.resume_at: tuple[int, int] | None = None  # (epoch, position) from a checkpoint, used once
 
