@@ -78,10 +78,13 @@ def check_accelerator(accelerator: object) -> None:
     )
 
 
+SCRIPT = "mnist-dense"  # pyproject.toml's [project.scripts]
+
+
 def command_name() -> str:
-    """The command as it was typed, for --help and messages: `python -m mnist_dense` or the `mnist-dense` script."""
-    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return "python -m mnist_dense" if program in ("", "__main__.py", "-c") or program.endswith(".py") else program
+    """The command as it was typed, for --help: the `mnist-dense` script, or `python -m mnist_dense`."""
+    program = os.path.splitext(os.path.basename(sys.argv[0] if sys.argv else ""))[0]
+    return SCRIPT if program == SCRIPT else "python -m mnist_dense"
 
 
 class MNISTDenseCLI(LightningCLI):

@@ -24,24 +24,34 @@ from tests.conftest import REPO
 STEPS = 100
 COMMON = ["--data.val_size", "2000", "--trainer.max_epochs", "1"]
 COMMON += ["--trainer.limit_train_batches", str(STEPS), "--trainer.accelerator", "cpu"]
-COMMON += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+# The package's bar drawn as in a terminal: rank 0 reads the metric objects' running state every 5 steps, rank 1
+# never; a collective call there would hang the run.
+DRAWN_BAR = ["--trainer.callbacks+=mnist_dense.callbacks.KerasProgressBar", "--trainer.callbacks.frames", "true"]
+DRAWN_BAR += ["--trainer.callbacks.refresh_rate", "5"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # one thread a process on a shared CPU
 
 
-def fit(root: Path, *args: str) -> dict[str, float]:
+def fit(root: Path, *args: str) -> tuple[dict[str, float], str]:
+    """The run's logged metrics (over both ranks), and what it printed."""
     command = [sys.executable, "-m", "mnist_dense", "fit", "--trainer.default_root_dir", str(root), *COMMON, *args]
     result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics: dict[str, float] = {}
     for row in csv.DictReader((root / "version_0" / "metrics.csv").open()):
         metrics.update({key: float(value) for key, value in row.items() if value and key not in ("epoch", "step")})
-    return metrics
+    return metrics, result.stdout
 
 
 @pytest.mark.slow
 def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
-    ddp = fit(tmp_path / "ddp", "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.batch_size", "16")
-    single = fit(tmp_path / "single", "--trainer.devices", "1", "--data.batch_size", "32")
+    ddp, printed = fit(tmp_path / "ddp", "--trainer.strategy", "ddp", "--trainer.devices", "2",
+                       "--data.batch_size", "16", *DRAWN_BAR)  # fmt: skip
+    single, _ = fit(tmp_path / "single", "--trainer.devices", "1", "--data.batch_size", "32", *QUIET)
+
+    # Rank 0 alone printed the summary, the bar's running figures and the epoch's line.
+    assert printed.count("Total params: 101,770") == 1 and printed.count("Epoch 1/1 - ") == 1
+    assert f"Epoch 1/1: {STEPS // 2}/{STEPS}" in printed and "loss: " in printed  # 50 of rank 0's 100 steps
 
     # Only rank 0 wrote: one run folder, one log, one set of checkpoints.
     assert [p.name for p in (tmp_path / "ddp").iterdir()] == ["version_0"]

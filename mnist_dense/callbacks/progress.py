@@ -58,7 +58,7 @@ def running_figures(pl_module: L.LightningModule) -> dict[str, float]:
 
 
 def epoch_title(trainer: L.Trainer) -> str:
-    """ "Epoch 3/5" as Keras counts (from 1), or "Epoch 3" when the run has no epoch limit."""
+    """The epoch as Keras counts it, from 1: `Epoch 3/5`, or `Epoch 3` when the run has no epoch limit."""
     epochs = trainer.max_epochs
     return f"Epoch {trainer.current_epoch + 1}" + (f"/{epochs}" if epochs and epochs > 0 else "")
 
