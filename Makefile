@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help install fit test lint bench bench-serve results clean
+.PHONY: help install fit test lint notebook bench bench-serve results clean
 .DEFAULT_GOAL := help
 
 help: ## List the targets
@@ -13,10 +13,10 @@ help: ## List the targets
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".[dev,deploy]"
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".[dev,deploy,tensorboard,notebook]"
 	touch $@
 
-install: $(INSTALLED) ## Create .venv and install the package with its dev extras
+install: $(INSTALLED) ## Create .venv and install the package with its dev, deploy, tensorboard and notebook extras
 
 fit: $(INSTALLED) ## Train the tutorial's 5 epochs and print the test accuracy (extra flags: ARGS="...")
 	$(PY) -m mnist_dense fit $(ARGS)
@@ -27,6 +27,11 @@ test: $(INSTALLED) ## Run the test suite (a few minutes on 2 cores)
 lint: $(INSTALLED) ## ruff check and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+notebook: $(INSTALLED) ## Execute examples/tutorial.ipynb (5 epochs) into runs/notebook/tutorial.ipynb, outputs kept
+	mkdir -p runs/notebook
+	$(VENV)/bin/jupyter-execute examples/tutorial.ipynb --output="$(CURDIR)/runs/notebook/tutorial" --timeout=1800
+	@echo "Executed notebook: runs/notebook/tutorial.ipynb"
 
 clean: ## Remove run outputs and decompressed data (keeps .venv)
 	rm -rf runs lightning_logs .pytest_cache

@@ -55,20 +55,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
 
-def find_latest_checkpoint(root: str | Path) -> Path | None:
-    """The newest last.ckpt or interrupted.ckpt anywhere under a run folder (each run has its version_N)."""
-    root = Path(root)
-    found = [p for name in (LAST_NAME, INTERRUPTED_NAME) for p in root.rglob(name) if p.is_file()]
+def find_latest_checkpoint(*roots: str | Path) -> Path | None:
+    """The newest last.ckpt or interrupted.ckpt anywhere under the run folders (each run has its version_N)."""
+    names = (LAST_NAME, INTERRUPTED_NAME)
+    found = [p for root in roots for name in names for p in Path(root).rglob(name) if p.is_file()]
     return max(found, key=lambda p: (p.stat().st_mtime_ns, str(p)), default=None)
 
 
-def resolve_last(root: str | Path) -> Path:
-    """`--ckpt_path last` for a run folder: its newest checkpoint, or a clear error instead of starting over."""
-    latest = find_latest_checkpoint(root)
+def resolve_last(*roots: str | Path) -> Path:
+    """`--ckpt_path last` for run folders: their newest checkpoint, or a clear error instead of starting over."""
+    latest = find_latest_checkpoint(*roots)
     if latest is None:
+        searched = " or ".join(str(Path(root).resolve()) for root in dict.fromkeys(roots))
         raise CheckpointError(
-            f"--ckpt_path last: no {LAST_NAME} or {INTERRUPTED_NAME} under {Path(root).resolve()}, so there is"
-            " nothing to resume. Check --trainer.default_root_dir (the run folder you trained in), give a"
+            f"--ckpt_path last: no {LAST_NAME} or {INTERRUPTED_NAME} under {searched}, so there is"
+            " nothing to resume. Check --trainer.default_root_dir or your logger's save_dir (where you trained), give a"
             " checkpoint file with --ckpt_path PATH, or drop --ckpt_path to start a new run."
         )
     return latest

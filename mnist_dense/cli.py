@@ -11,11 +11,12 @@ import sys
 import warnings
 
 import torch
+from jsonargparse import Namespace
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
 from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from mnist_dense.callbacks import KerasProgressBar, KerasSummary, PredictionCSVWriter, RunPlots, SaveOnInterrupt
 from mnist_dense.callbacks.interrupt import interrupted_exit_code
@@ -130,7 +131,7 @@ class MNISTDenseCLI(LightningCLI):
         if not config or not config.get("ckpt_path"):
             return
         if config.ckpt_path == "last":
-            config.ckpt_path = str(resolve_last(config.trainer.default_root_dir or RUNS_DIR))
+            config.ckpt_path = str(resolve_last(*run_folders(config.trainer)))
         checkpoint = read_checkpoint(config.ckpt_path)
         saved = checkpoint["hyper_parameters"].get("hidden")
         asked, default = config.model.hidden, inspect.signature(MNISTClassifier).parameters["hidden"].default
@@ -186,6 +187,8 @@ class MNISTDenseCLI(LightningCLI):
                 "class_path": f"{CSVLogger.__module__}.{CSVLogger.__qualname__}",
                 "init_args": {"save_dir": config.trainer.default_root_dir or RUNS_DIR, "name": ""},
             }
+        elif isinstance(config.trainer.logger, list):
+            share_one_version(config.trainer.logger)
 
     def after_fit(self) -> None:
         if not self.config.fit.test_after_fit or self.trainer.interrupted:
@@ -199,6 +202,44 @@ class MNISTDenseCLI(LightningCLI):
 
 # Subcommands that are not Trainer methods: each module has its own `main(args)`.
 OTHER_COMMANDS = {"export": "mnist_dense.deploy.export", "serve": "mnist_dense.deploy.serve"}
+
+
+def _is_a(item: object, kind: type | tuple[type, ...]) -> bool:
+    """Whether a class from the config (a class_path Namespace, or an instance) is a `kind`."""
+    if isinstance(item, kind):
+        return True
+    module, _, name = str(getattr(item, "class_path", "")).rpartition(".")
+    try:
+        return issubclass(getattr(importlib.import_module(module), name), kind)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return False
+
+
+def run_folders(trainer: Namespace) -> list[str]:
+    """Where `--ckpt_path last` looks: the root dir, and the first logger's save_dir if it is a CSV or TensorBoard
+    logger (Lightning's checkpoints go to its save_dir/name/version_N)."""
+    first = trainer.logger[0] if isinstance(trainer.logger, list) and trainer.logger else trainer.logger
+    folders, args = [trainer.default_root_dir or RUNS_DIR], getattr(first, "init_args", None)
+    if args is not None and args.get("save_dir") and _is_a(first, (CSVLogger, TensorBoardLogger)):
+        folders.append(str(args.save_dir))
+    return folders
+
+
+def share_one_version(loggers: list) -> None:
+    """CSV beside TensorBoard: loggers writing to the same save_dir/name get one version_N, so one run folder.
+
+    Each would otherwise take the next free version_N on its own, and they land in two folders.
+    """
+    folders: dict[tuple[str, str], list[Namespace]] = {}
+    for logger in loggers:
+        args = getattr(logger, "init_args", None)
+        if args is not None and args.get("version") is None and _is_a(logger, (CSVLogger, TensorBoardLogger)):
+            folders.setdefault((str(args.save_dir), str(args.name)), []).append(args)
+    for shared in folders.values():
+        if len(shared) > 1:
+            version = CSVLogger(shared[0].save_dir, name=shared[0].name).version  # Lightning's rule: the next free
+            for args in shared:
+                args.version = version
 
 
 def skip_failing_nvml_check() -> None:

@@ -23,7 +23,7 @@ from mnist_dense.data import MNISTDataModule, load_split
 from mnist_dense.module import MNISTClassifier
 from mnist_dense.scaling import to_model_input
 from tests.conftest import cpu_trainer
-from tests.tiny_runs import fit_tiny, logged
+from tests.tiny_runs import fit_tiny, logged, train_tiny
 
 # Two batches of training an epoch: on the tiny digits that leaves about 20 of the 200 test digits wrong.
 WEAK_FIT = ("--trainer.limit_train_batches", "2", "--data.normalization", "standard")
@@ -118,6 +118,27 @@ def test_the_run_pictures_show_the_logged_metrics_the_test_counts_and_its_miscla
     assert [t.get_text() for t in ax.texts] == [f"{labels[i]}->{predicted[i]}" for i in shown.tolist()]
     assert [cell_of(t, 12) for t in ax.texts] == list(range(12))
     assert f"(the first 12 of {len(wrong)})" in out
+
+
+def test_without_a_logger_the_curves_are_what_the_run_recorded(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures = record_figures(monkeypatch, plots)
+    alone = tmp_path / "alone"
+    train_tiny(tiny_mnist, alone, *WEAK_FIT, "--trainer.logger", "false")
+    curves = figures.pop("training_curves.png")
+    for name in ("training_curves.png", "confusion_matrix.png", "misclassified.png"):
+        assert (alone / name).stat().st_size > 0  # in --trainer.default_root_dir, as Lightning's log_dir is then
+    assert not list(alone.rglob("metrics.csv"))
+
+    log_dir = fit_tiny(tiny_mnist, tmp_path / "csv", *WEAK_FIT)  # the same run (same seed) with the CSV logger
+    loss_ax, acc_ax = curves.axes
+    for ax, metric in ((loss_ax, "loss"), (acc_ax, "acc")):
+        lines = drawn_lines(ax)
+        for label, stage in (("training", "train"), ("validation", "val")):
+            per_epoch = logged_per_epoch(log_dir, f"{stage}_{metric}")
+            assert lines[label][0] == list(per_epoch) == [1, 2]
+            assert lines[label][1] == pytest.approx(list(per_epoch.values()), rel=1e-6)
 
 
 class BarReader(L.LightningModule):

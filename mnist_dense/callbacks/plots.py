@@ -1,8 +1,10 @@
-"""`RunPlots`: the pictures of a run, written into its log folder and their paths printed.
+"""`RunPlots`: the pictures of a run, written into its log folder, shown in TensorBoard, and their paths printed.
 
 After `fit`: training_curves.png (loss and accuracy per epoch, train and validation). After `test`:
 confusion_matrix.png (torchmetrics' own confusion matrix and its `plot()`), its counts as
 confusion_matrix.csv, and misclassified.png (test digits the model got wrong, true -> predicted).
+Each picture also goes to every `TensorBoardLogger` of the run as an image (`add_figure`); the curves come
+from the epoch metrics the run itself recorded, so they need no particular logger, or none.
 
 Each picture is a function that returns a matplotlib `Figure` (`curves_figure`, `confusion_figure`,
 `misclassified_figure`, `labelled_grid_figure`), so what it shows can be checked, and `save_figure`
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -35,6 +38,15 @@ def save_figure(fig: Figure, path: Path) -> Path:
     """Write a figure as a PNG at 100 dpi (its folder is made if needed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
+    return path
+
+
+def publish(trainer: L.Trainer, fig: Figure, path: Path) -> Path:
+    """Save a picture as a PNG and add it to every TensorBoard logger of the run (tag: the file's stem)."""
+    save_figure(fig, path)
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure(path.stem, fig, global_step=trainer.global_step, close=False)
     return path
 
 
@@ -154,7 +166,7 @@ class RunPlots(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         folder = self._folder(trainer)
         if self.enabled and self.epochs and trainer.is_global_zero:
-            path = save_figure(curves_figure(self.curve_rows()), folder / "training_curves.png")
+            path = publish(trainer, curves_figure(self.curve_rows()), folder / "training_curves.png")
             print(f"Training curves: {path}")
 
     def curve_rows(self) -> list[dict[str, float]]:
@@ -187,10 +199,10 @@ class RunPlots(L.Callback):
         matrix = self.confusion.compute().cpu()  # summed over ranks under DDP
         folder = self._folder(trainer)
         if trainer.is_global_zero:
-            self._save_test_pictures(folder, matrix)
+            self._save_test_pictures(trainer, folder, matrix)
 
-    def _save_test_pictures(self, folder: Path, matrix: Tensor) -> None:
-        png = save_figure(confusion_figure(matrix), folder / "confusion_matrix.png")
+    def _save_test_pictures(self, trainer: L.Trainer, folder: Path, matrix: Tensor) -> None:
+        png = publish(trainer, confusion_figure(matrix), folder / "confusion_matrix.png")
         table = folder / "confusion_matrix.csv"
         with open(table, "w", newline="") as f:
             writer = csv.writer(f)
@@ -201,5 +213,5 @@ class RunPlots(L.Callback):
         print(f"Confusion matrix: {png}, {table} ({correct:,} of {total:,} right)")
         if self.wrong_titles:
             figure = misclassified_figure(torch.cat(self.wrong_images), self.wrong_titles)
-            path = save_figure(figure, folder / "misclassified.png")
+            path = publish(trainer, figure, folder / "misclassified.png")
             print(f"Misclassified digits: {path} (the first {len(self.wrong_titles)} of {total - correct:,})")
