@@ -18,7 +18,8 @@ from litserve.utils import wrap_litserve_start
 from PIL import Image
 
 from mnist_dense.cli import main
-from mnist_dense.deploy.digit_api import MAX_BODY_BYTES, build_server
+from mnist_dense.deploy.digit_api import build_server
+from mnist_dense.deploy.limits import LIMITS
 from mnist_dense.pictures import prepare_picture
 from tests.conftest import BUNDLED_DATA
 
@@ -162,8 +163,8 @@ def test_a_blank_picture_is_refused(client: TestClient) -> None:
 
 
 def test_a_body_over_1_mb_is_refused_with_413(client: TestClient) -> None:
-    noise = base64.b64encode(bytes(range(256)) * (MAX_BODY_BYTES // 256 + 1)).decode()
-    refused(client, 413, f"over {MAX_BODY_BYTES:,} bytes", json={"image": noise})
+    noise = base64.b64encode(bytes(range(256)) * (LIMITS.max_body_bytes // 256 + 1)).decode()
+    refused(client, 413, f"over {LIMITS.max_body_bytes:,} bytes", json={"image": noise})
 
 
 def test_a_decompression_bomb_is_refused(client: TestClient) -> None:
