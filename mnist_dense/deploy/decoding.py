@@ -23,6 +23,7 @@ import resource
 import signal
 import socket
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,7 @@ def request_picture(body: bytes) -> bytes:
 def run_decoder(connection: socket.socket, memory_mb: int, large_pixels: int) -> None:
     """A decoder's life: warm up, cap its memory, then answer jobs until the HTTP process closes the connection."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the HTTP process stops decoders
+    warnings.simplefilter("ignore")  # Pillow's warnings about a client's file ("Corrupt EXIF data") are not the log's
     torch.set_num_threads(1)  # one picture a process; the pool is sized to the cores
     prepare_picture(warm_up_picture())  # lazy imports and allocations happen before the memory cap
     cap_memory(memory_mb)
