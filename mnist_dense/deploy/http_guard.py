@@ -165,7 +165,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.transport.write(STATUS_LINE[status] + b"".join(name + b": " + value + b"\r\n" for name, value in headers))
         self.transport.write(b"\r\n" + body)
         self.transport.close()
-        method = self.scope.get("method", "-") if self.scope else "-"
+        try:
+            method = self.parser.get_method().decode("latin-1")  # known once the request line has been parsed
+        except (AttributeError, httptools.HttpParserError):
+            method = "-"
         path = self.url.decode("latin-1") if getattr(self, "url", b"") else "-"
         log_request(client_address(self.client), method, path, status, time.perf_counter() - self.started, 0, len(body))
 
