@@ -63,7 +63,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with limits on the request head: size, header count, time; and on connections.
 
     The head is fed to the parser only up to `max_header_bytes`, so an endless header is refused without being
-    buffered; the timer runs from the connection's opening or the previous answer until the head is complete.
+    buffered (bytes are counted from the end of the previous request; with pipelining, the part of a head that
+    arrives in the same read as the previous request's end is not); the timer runs from the connection's opening
+    or the previous answer until the head is complete.
     """
 
     limits: ServiceLimits = LIMITS
@@ -116,7 +118,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.head_done, self.head_bytes, self.header_count = False, 0, 0
+        self.header_count = 0
         self.started = time.perf_counter()
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -127,7 +129,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self.head_done = True
+        self.head_done, self.head_bytes = True, 0
         self.stop_head_timer()
         if self.over_capacity:
             self.refuse(
@@ -138,6 +140,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             )
             raise Refused
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.head_done = False  # what comes next is the head of the next request
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

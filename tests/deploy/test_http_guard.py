@@ -7,6 +7,7 @@ library sends), Python's urllib and httpx.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import socket
@@ -106,11 +107,23 @@ def parsed(response: bytes) -> tuple[int, dict, dict]:
 
 
 def test_headers_over_the_size_limit_get_431(server: int, log) -> None:
-    response, _ = exchange(server, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+    response, _ = exchange(server, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2100 + b"\r\n\r\n")
     status, headers, body = parsed(response)
     assert status == 431 and body["detail"] == "the request line and headers are over 2,048 bytes"
     assert headers["connection"] == "close"
     assert len(log) == 1 and '"GET /health" 431 ' in log[0]
+
+
+def test_the_header_size_limit_holds_for_each_request_of_a_keep_alive_connection(server: int) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server, timeout=10)
+    statuses, sockets = [], set()
+    for fill in (1900, 1900, 2100):  # the request line and headers come to about 1,950 and 2,150 bytes
+        connection.request("GET", "/health", headers={"X-Fill": "a" * fill})
+        sockets.add(id(connection.sock))
+        response = connection.getresponse()
+        statuses.append(response.status)
+        response.read()
+    assert statuses == [200, 200, 431] and len(sockets) == 1
 
 
 def test_more_headers_than_the_limit_get_431(server: int) -> None:
