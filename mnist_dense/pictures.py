@@ -77,8 +77,11 @@ def find_files(pattern: str) -> list[Path]:
     return sorted(files)
 
 
-def prepare_digit(image: Tensor) -> Tensor:
-    """A grayscale uint8 picture (1, H, W) or (H, W) of one digit -> an MNIST-like uint8 (28, 28)."""
+def ink_on_black(image: Tensor) -> Tensor:
+    """A grayscale uint8 picture (1, H, W) or (H, W) -> float (H, W) in [0, 1]: white ink on black, paper at 0.
+
+    Inverted when dark on light (judged from the border), the paper's level subtracted, the contrast stretched.
+    """
     x = image.reshape(image.shape[-2:]).float()
     border = torch.cat([x[0], x[-1], x[:, 0], x[:, -1]])
     if border.median() > 127:  # dark ink on light paper: MNIST is light ink on black
@@ -86,7 +89,12 @@ def prepare_digit(image: Tensor) -> Tensor:
     x = (x - border.median()).clamp_min(0)
     if x.max() <= 0:
         raise PictureError("no ink found: the picture is one flat colour")
-    x = x / x.max()
+    return x / x.max()
+
+
+def prepare_digit(image: Tensor) -> Tensor:
+    """A grayscale uint8 picture (1, H, W) or (H, W) of one digit -> an MNIST-like uint8 (28, 28)."""
+    x = ink_on_black(image)
     ink = x > INK_LEVEL
     rows, cols = ink.any(dim=1).nonzero().flatten(), ink.any(dim=0).nonzero().flatten()
     x = x[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
@@ -99,6 +107,22 @@ def prepare_digit(image: Tensor) -> Tensor:
     canvas[top : top + size[0], left : left + size[1]] = x
     digit = (canvas * 255).round().to(torch.uint8)
     return center_by_mass(digit)
+
+
+def prepare_as_drawn(image: Tensor) -> Tensor:
+    """The whole picture scaled to 28x28 as it lies, ink where it was drawn: no cropping, no scaling of the digit
+    to 20x20, no centring. What a network sees of a drawing unless someone prepares it as MNIST's digits were.
+
+    White ink on black as `prepare_digit` makes it; a picture that is not square is padded with paper on both
+    sides of its shorter one first, so that nothing is stretched.
+    """
+    x = ink_on_black(image)
+    height, width = x.shape
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    x = torch.nn.functional.pad(x, (left, side - width - left, top, side - height - top))
+    x = TF.resize(x[None], [IMAGE_SIZE, IMAGE_SIZE], antialias=True)[0].clamp(0, 1)
+    return (x * 255).round().to(torch.uint8)
 
 
 def center_by_mass(digit: Tensor) -> Tensor:
@@ -217,13 +241,16 @@ def _grayscale(picture: Image.Image) -> Image.Image:
     return on_white
 
 
-def prepare_picture(source: bytes | str | Path, admit: Callable[[int, int], None] | None = None) -> Tensor:
+def prepare_picture(
+    source: bytes | str | Path, admit: Callable[[int, int], None] | None = None, as_drawn: bool = False
+) -> Tensor:
     """A picture file or its bytes -> the MNIST-like uint8 (28, 28) digit the network sees, or `PictureError`.
 
     The one preparation that `predict --data.predict_images`, `serve` and the drawing page share (`admit`: see
-    `decode_picture`).
+    `decode_picture`); `as_drawn` scales the whole picture instead (`prepare_as_drawn`), for the page's switch.
     """
-    return prepare_digit(decode_picture(source, admit))
+    gray = decode_picture(source, admit)
+    return prepare_as_drawn(gray) if as_drawn else prepare_digit(gray)
 
 
 def load_own_images(pattern: str) -> OwnImages:

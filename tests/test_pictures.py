@@ -22,6 +22,7 @@ from mnist_dense.pictures import (
     PictureError,
     count_jpeg_scans,
     decode_picture,
+    prepare_as_drawn,
     prepare_digit,
     prepare_picture,
 )
@@ -218,3 +219,18 @@ def test_a_damaged_picture_is_described_in_words_not_by_an_exception_type(test_d
             prepare_picture(damaged)
         assert str(refused.value).startswith("a damaged image: ")
         assert not re.search(r"\b\w+(Error|Exception)\b", str(refused.value)), str(refused.value)  # OSError...
+
+
+def test_as_drawn_scales_the_whole_picture_and_leaves_the_ink_where_it_was(test_digits) -> None:
+    """The page's switch: no cropping, no scaling of the digit to 20x20, no centring; prepare_digit does all three."""
+    for digit in test_digits[:4]:  # 112x112 (MNIST's digits 4x larger) come back as the 28x28 digit
+        assert similarity(prepare_as_drawn(digit), digit[::4, ::4]) > 0.95
+    corner = torch.zeros(280, 280, dtype=torch.uint8)
+    corner[10:66, 10:66] = test_digits[0][::2, ::2]  # a small digit in the top-left corner of a drawing pad
+    ink = prepare_as_drawn(corner).nonzero().float()
+    assert ink.max() < 8  # still in the corner, a fifth of the size
+    assert 11 < prepare_digit(corner).nonzero().float().mean() < 17  # moved to the middle, 20 pixels high
+    wide = torch.zeros(140, 280, dtype=torch.uint8)
+    wide[50:90, 120:160] = 255  # a square of ink on a wide picture stays square: padded, not stretched
+    rows, cols = prepare_as_drawn(wide).nonzero().unbind(1)
+    assert rows.max() - rows.min() == cols.max() - cols.min()

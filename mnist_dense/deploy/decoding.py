@@ -74,8 +74,9 @@ def picture_bytes(value: Any) -> bytes:
         ) from None
 
 
-def request_picture(body: bytes) -> bytes:
-    """The body of `POST /predict` -> the picture file's bytes, or `RequestError` with the sentence for the client."""
+def request_picture(body: bytes) -> tuple[bytes, bool]:
+    """The body of `POST /predict` -> the picture file's bytes and `as_drawn`, or `RequestError` with the sentence
+    for the client. `"as_drawn": true` asks for the whole picture scaled to 28x28 instead of MNIST's preparation."""
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
@@ -84,8 +85,11 @@ def request_picture(body: bytes) -> bytes:
         raise RequestError(400, f"the body must be a JSON object (Content-Type: application/json): {REQUEST_EXAMPLE}")
     if "image" not in payload:
         raise RequestError(422, f"no 'image' field in the body; send {REQUEST_EXAMPLE}")
+    as_drawn = payload.get("as_drawn", False)
+    if not isinstance(as_drawn, bool):
+        raise RequestError(422, f"as_drawn must be true or false, not {JSON_TYPES.get(type(as_drawn), 'that')}")
     try:
-        return picture_bytes(payload["image"])
+        return picture_bytes(payload["image"]), as_drawn
     except ValueError as err:
         raise RequestError(422, str(err)) from None
 
@@ -116,7 +120,8 @@ def answer_job(connection: socket.socket, body: bytes, large_pixels: int) -> tup
                 raise DecodersBusy
 
     try:
-        return DIGIT, prepare_picture(request_picture(body), admit=ask_for_large).numpy().tobytes()
+        picture, as_drawn = request_picture(body)
+        return DIGIT, prepare_picture(picture, admit=ask_for_large, as_drawn=as_drawn).numpy().tobytes()
     except DecodersBusy:
         return BUSY, b""
     except (PictureMemoryError, MemoryError):

@@ -51,49 +51,71 @@ KEPT_ROUTES = ("/health",)  # of those LitServe registers
 
 
 class DigitAPI(ls.LitAPI):
-    """Prepared digits in (784 bytes each), the checkpoint's probabilities out; batched when max_batch_size > 1.
+    """Prepared digits in (784 bytes each), each network's probabilities out; batched when max_batch_size > 1.
 
-    Module-level with plain attributes: LitServe pickles it into its worker process.
+    One network per checkpoint, each loaded as `export` loads it (any network `MNISTClassifier` trained). With one,
+    the answer is `{"digit", "probability", "probabilities", "prepared"}`; with several, `{"answers": [{"network",
+    "digit", "probability", "probabilities"}, ...], "prepared"}`, in the order of the checkpoints. Module-level
+    with plain attributes: LitServe pickles it into its worker process.
     """
 
-    def __init__(self, ckpt_path: str, max_batch_size: int = 16, batch_timeout: float = 0.005) -> None:
+    def __init__(
+        self, ckpt_paths: list[str], names: list[str], max_batch_size: int = 16, batch_timeout: float = 0.005
+    ) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
-        self.ckpt_path = ckpt_path
+        self.ckpt_paths, self.names = ckpt_paths, names
 
     def setup(self, device: str) -> None:
         torch.set_num_threads(1)  # one small matrix product a batch; more threads would fight the HTTP process
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the server stops this worker
-        self.model = load_inference_model(Path(self.ckpt_path))
+        self.models = [load_inference_model(Path(path)) for path in self.ckpt_paths]
 
     def decode_request(self, request: bytes) -> Tensor:
         return torch.frombuffer(bytearray(request), dtype=torch.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
 
     @torch.inference_mode()
     def predict(self, digits: Tensor) -> list[tuple[Tensor, Tensor]] | tuple[Tensor, Tensor]:
-        """(B, 28, 28) when batching (LitServe stacks the decoded requests), (28, 28) without."""
+        """(B, 28, 28) when batching (LitServe stacks the decoded requests), (28, 28) without; each digit with its
+        (networks, 10) probabilities."""
         batch = digits.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
-        answers = list(zip(batch, self.model(batch[:, None].float()), strict=True))
+        probabilities = torch.stack([model(batch[:, None].float()) for model in self.models], dim=1)
+        answers = list(zip(batch, probabilities, strict=True))
         return answers if digits.dim() == 3 else answers[0]
 
     def encode_response(self, answer: tuple[Tensor, Tensor]) -> dict:
         digit, probabilities = answer
         picture = base64.b64encode(encode_png(digit[None]).numpy().tobytes()).decode()
-        return {
-            "digit": int(probabilities.argmax()),
-            "probability": round(float(probabilities.max()), 6),
-            "probabilities": [round(p, 6) for p in probabilities.tolist()],
-            "prepared": f"data:image/png;base64,{picture}",  # the 28x28 picture the network saw
-        }
+        prepared = {"prepared": f"data:image/png;base64,{picture}"}  # the 28x28 picture the networks saw
+        answers = [
+            {
+                "network": name,
+                "digit": int(each.argmax()),
+                "probability": round(float(each.max()), 6),
+                "probabilities": [round(p, 6) for p in each.tolist()],
+            }
+            for name, each in zip(self.names, probabilities, strict=True)
+        ]
+        if len(answers) == 1:
+            del answers[0]["network"]
+            return {**answers[0], **prepared}
+        return {"answers": answers, **prepared}
 
 
 def build_server(
-    ckpt_path: Path, max_batch_size: int = 16, batch_timeout: float = 0.005, limits: ServiceLimits = LIMITS
+    ckpt_paths: Path | list[Path],
+    names: list[str] | None = None,
+    max_batch_size: int = 16,
+    batch_timeout: float = 0.005,
+    limits: ServiceLimits = LIMITS,
 ) -> ls.LitServer:
-    """A LitServer for the checkpoint (on the CPU) with our `/predict`, the page, and the limits of `limits`.
+    """A LitServer for the checkpoints (on the CPU) with our `/predict`, the page, and the limits of `limits`.
 
-    Run it with `server.run(..., **uvicorn_options(limits))` so that uvicorn applies the limits on the HTTP level.
+    Several checkpoints are answered side by side, each under its name (`names`, in the same order). Run it with
+    `server.run(..., **uvicorn_options(limits))` so that uvicorn applies the limits on the HTTP level.
     """
-    api = DigitAPI(str(ckpt_path), max_batch_size=max_batch_size, batch_timeout=batch_timeout)
+    paths = [str(path) for path in (ckpt_paths if isinstance(ckpt_paths, list) else [ckpt_paths])]
+    names = names or [Path(path).stem for path in paths]
+    api = DigitAPI(paths, names, max_batch_size=max_batch_size, batch_timeout=batch_timeout)
     # fast_queue: LitServe's ZeroMQ queues (IPC sockets) instead of a multiprocessing manager's; measured here with
     # 16 clients, p99 fell from about 60-100 ms to 35-40 ms (benchmarks/serve_load.py).
     server = ls.LitServer(api, accelerator="cpu", fast_queue=True, disable_openapi_url=True)

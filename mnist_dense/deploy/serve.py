@@ -15,10 +15,12 @@ import logging.handlers
 import multiprocessing
 import multiprocessing.connection
 import os
+import re
 import signal
 import socket
 import sys
 import threading
+from pathlib import Path
 
 from mnist_dense.checkpoints import CheckpointError, read_checkpoint
 from mnist_dense.deploy.inference import DeployError, checkpoint_path, fail, require_extra
@@ -34,7 +36,18 @@ DEFAULT_BATCH = 16
 
 def parse_args(args: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mnist_dense serve", description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt_path", required=True, help="A checkpoint of `fit`, or `last` (newest under runs/).")
+    parser.add_argument(
+        "--ckpt_path",
+        required=True,
+        nargs="+",
+        help="A checkpoint of `fit`, or `last` (newest under runs/); several are answered side by side.",
+    )
+    parser.add_argument(
+        "--names",
+        nargs="+",
+        help="A name for each checkpoint, in the same order (letters, digits, '.', '_', '-'), e.g. --names dense conv;"
+        " default: the checkpoints' file names.",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (this machine only), 0.0.0.0 or :: (all).")
     parser.add_argument("--port", type=int, default=8000, help="Port to listen on (1024-65535).")
     parser.add_argument(
@@ -64,27 +77,49 @@ def check_options(options: argparse.Namespace) -> None:
         raise DeployError("--max_batch_size must be at least 1 and --batch_timeout at least 0 seconds.")
 
 
+def network_names(names: list[str] | None, ckpt_paths: list[Path]) -> list[str]:
+    """`--names`, or the checkpoints' file names: one distinct, short, plain name for each checkpoint."""
+    given = names or [path.stem for path in ckpt_paths]
+    flag = "--names" if names else "the checkpoints' file names"
+    if len(given) != len(ckpt_paths):
+        raise DeployError(
+            f"--names gives {len(given)} names for {len(ckpt_paths)} checkpoints; give one name for each, in the"
+            " order of --ckpt_path."
+        )
+    if len(set(given)) != len(given):
+        raise DeployError(f"{flag} repeat a name ({' '.join(given)}): name each network, e.g. --names dense conv.")
+    for name in given:
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", name):
+            raise DeployError(
+                f"{flag}: {name!r} is not a plain name; use up to 32 letters, digits, '.', '_' or '-', e.g. dense."
+            )
+    return given
+
+
 def main(args: list[str]) -> None:
     options = parse_args(args)
     try:
         require_extra("serve", SERVE_MODULES)
         check_options(options)
-        ckpt_path = checkpoint_path(options.ckpt_path)
-        read_checkpoint(ckpt_path)  # a bad checkpoint stops here, before any process starts
+        ckpt_paths = [checkpoint_path(value) for value in options.ckpt_path]
+        for ckpt_path in ckpt_paths:
+            read_checkpoint(ckpt_path)  # a bad checkpoint stops here, before any process starts
+        names = network_names(options.names, ckpt_paths) if len(ckpt_paths) > 1 or options.names else None
         start_access_log(options.access_log)
     except (CheckpointError, DeployError) as err:
         fail(err)
     from mnist_dense.deploy.decoding import REQUEST_EXAMPLE
     from mnist_dense.deploy.digit_api import PAGE_URL, build_server, uvicorn_options
 
-    server = build_server(ckpt_path, options.max_batch_size, options.batch_timeout)
+    server = build_server(ckpt_paths, names, options.max_batch_size, options.batch_timeout)
     shown = "127.0.0.1" if options.host == "0.0.0.0" else "[::1]" if options.host == "::" else options.host
     url = f"http://{shown}:{options.port}"
     batching = "no batching"
     if options.max_batch_size > 1:
         batching = f"batches of up to {options.max_batch_size} requests, {1000 * options.batch_timeout:g} ms to fill"
+    served = ", ".join(f"{path} as {name}" for path, name in zip(ckpt_paths, names, strict=True)) if names else ""
     banner = (
-        f"Serving {ckpt_path} with LitServe ({batching}) on {url}\n"
+        f"Serving {served or ckpt_paths[0]} with LitServe ({batching}) on {url}\n"
         f"  POST {url}/predict  {REQUEST_EXAMPLE}    GET {url}/health\n"
         f"  Draw a digit: {url}{PAGE_URL}    (Ctrl-C or SIGTERM stops the server)"
     )

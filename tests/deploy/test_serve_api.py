@@ -234,3 +234,46 @@ def test_the_page_and_its_files_are_served_with_a_same_origin_policy(client: Tes
         assert "http://" not in response.text and "https://" not in response.text
     for path in ("/draw/../../pyproject.toml", "/draw/index.html", "/draw/%2e%2e/pyproject.toml"):
         assert client.get(path).status_code == 404
+
+
+@pytest.fixture(scope="module")
+def two_networks(trained_checkpoint: Path, small_checkpoint: Path):
+    server = build_server([trained_checkpoint, small_checkpoint], ["dense128", "dense32"], max_batch_size=8)
+    with wrap_litserve_start(server) as started, TestClient(started.app) as client:
+        wait_until_healthy(client)
+        yield client
+
+
+def test_several_networks_answer_side_by_side_each_under_its_name(
+    client: TestClient, two_networks: TestClient, digit_pngs
+) -> None:
+    for png, _ in digit_pngs[:5]:
+        alone = client.post("/predict", json={"image": png}).json()
+        both = two_networks.post("/predict", json={"image": png}).json()
+        assert set(both) == {"answers", "prepared"} and both["prepared"] == alone["prepared"]
+        assert [answer["network"] for answer in both["answers"]] == ["dense128", "dense32"]
+        first, second = both["answers"]
+        assert first["digit"] == alone["digit"]  # the first checkpoint is the one `client` serves alone
+        assert first["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-5)
+        assert second["probabilities"] != pytest.approx(first["probabilities"], abs=1e-3)  # another network
+        for answer in both["answers"]:
+            assert set(answer) == {"network", "digit", "probability", "probabilities"}
+            assert answer["digit"] == max(range(10), key=answer["probabilities"].__getitem__)
+
+
+def test_as_drawn_the_networks_see_the_drawing_where_it_lies_on_the_pad(two_networks: TestClient, mnist_test) -> None:
+    """What the page sends: black ink on a transparent 280x280 canvas, here a small seven in the top-left corner."""
+    alpha = torch.zeros(280, 280, dtype=torch.uint8)
+    alpha[5:61, 5:61] = mnist_test[0][0].repeat_interleave(2, 0).repeat_interleave(2, 1)
+    pad = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    pad.putalpha(Image.fromarray(alpha.numpy()))
+    drawing = f"data:image/png;base64,{encoded(pad)}"
+    centres = {}
+    for as_drawn in (True, False):
+        answer = two_networks.post("/predict", json={"image": drawing, "as_drawn": as_drawn}).json()
+        assert len(answer["answers"]) == 2
+        seen = Image.open(io.BytesIO(base64.b64decode(answer["prepared"].split(",", 1)[1])))
+        centres[as_drawn] = pil_to_tensor(seen)[0].nonzero().float().mean(dim=0).tolist()
+    assert max(centres[True]) < 7 and all(11 < mean < 17 for mean in centres[False])
+    bad = {"image": drawing, "as_drawn": "yes"}
+    refused(two_networks, 422, "as_drawn must be true or false, not a string", json=bad)

@@ -194,3 +194,21 @@ def test_without_the_deploy_extra_serve_says_which_extra_to_install(
     assert exit_info.value.code == 1
     error = capsys.readouterr().err
     assert error.startswith("error: serve needs litserve") and 'pip install -e ".[deploy]"' in error
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        ([], "the checkpoints' file names repeat a name (last last): name each network"),
+        (["--names", "dense"], "--names gives 1 names for 2 checkpoints"),
+        (["--names", "dense", "dense"], "--names repeat a name (dense dense)"),
+        (["--names", "dense", "my conv"], "--names: 'my conv' is not a plain name"),
+    ],
+)
+def test_several_checkpoints_need_distinct_plain_names(
+    trained_checkpoint: Path, small_checkpoint: Path, capsys: pytest.CaptureFixture, names: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--ckpt_path", str(trained_checkpoint), str(small_checkpoint), *names])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith(f"error: {message}")
