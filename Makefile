@@ -40,7 +40,7 @@ clean: ## Remove run outputs and decompressed data (keeps .venv)
 bench: $(INSTALLED) ## fit vs the usual port and a plain loop, against the issue's targets; runs/bench/latest.md (ARGS="--threads 1" on a busy machine)
 	$(PY) -m benchmarks.bench $(ARGS)
 
-bench-serve: $(INSTALLED) ## Load-test `serve`: 16 clients, 10,000 test digits as PNG, batching on and off (ARGS="--ckpt_path CKPT")
+bench-serve: $(INSTALLED) ## Load-test `serve`: 10,000 test digits, batching on and off, then hostile clients (ARGS="--ckpt_path CKPT")
 	$(PY) -m benchmarks.serve_load $(ARGS)
 
 results: $(INSTALLED) ## Rerun every accuracy figure of the README (seeds 0-2, configs, shifts, own pictures): about 6 min

@@ -1,4 +1,4 @@
-"""`make bench-serve`: load-test `python -m mnist_dense serve` with real test digits, batching on and off.
+"""`make bench-serve`: load-test `python -m mnist_dense serve` with real test digits, batching on and off, and hostile.
 
 For each configuration it starts the server as you would (a subprocess in an empty folder, so it runs with
 the checkpoint alone), waits for `GET /health`, sends a short warm-up, then CLIENTS threads, each with its own
@@ -7,6 +7,11 @@ It reports requests per second, p50/p99/max latency, failures (anything but 200 
 answers were the true label; memory (PSS, shared pages counted once) of the server's processes at the start
 and the end; then SIGTERM, and checks that no process of the server is left. The clients run on the same
 machine, so on 2 cores they take CPU time from the server: the figures are for the whole machine.
+
+The hostile case (`--only hostile`) is issue 14's: HOSTILE_CLIENTS clients send, in a loop, progressive JPEGs of
+12,000 scans (tens of seconds of libjpeg each) and legal 5000x5000 RGBA PNGs (100 MB of pixels each), while one
+client asks `GET /health` every 20 ms and others send test digits; then SIGTERM while the hostile pictures are
+still coming. Targets: `/health` within 100 ms and a digit within 500 ms at p99, every process gone within 5 s.
 Results: a table in runs/bench/serve-latest.md and the raw figures in runs/bench/serve-<time>.json.
 """
 
@@ -22,11 +27,13 @@ import statistics
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from torchvision.io import encode_png
 
+from benchmarks.hostile import large_png, many_scan_jpeg
 from benchmarks.serve_process import ServeProcess
 from mnist_dense.data import load_split
 from mnist_dense.data.files import default_data_dir
@@ -37,6 +44,11 @@ CONFIGURATIONS = {
     "off": ("dynamic batching off (`--max_batch_size 1`)", ["--max_batch_size", "1"]),
 }
 WARM_UP = 200
+HOSTILE_CLIENTS = 4
+JSON = {"Content-Type": "application/json"}
+HEALTH_EVERY_S = 0.02
+TARGETS_MS = {"health": 100, "digit": 500}
+STOP_TARGET_S = 5.0
 
 
 @dataclass
@@ -63,7 +75,11 @@ def parse_args(args: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ckpt_path", default="last", help="Checkpoint to serve (default: newest under runs/).")
     parser.add_argument("--requests", type=int, default=10_000, help="Requests a configuration (test digits).")
     parser.add_argument("--clients", type=int, default=16, help="Concurrent clients.")
-    parser.add_argument("--only", default="on,off", help="Configurations to run: on, off or both.")
+    parser.add_argument("--only", default="on,off,hostile", help="Configurations to run: on, off, hostile.")
+    parser.add_argument(
+        "--hostile_requests", type=int, default=2_000, help="Digits sent while the hostile clients run."
+    )
+    parser.add_argument("--hostile_clients", type=int, default=4, help="Clients sending digits in the hostile case.")
     parser.add_argument(
         "--rounds", type=int, default=1, help="Rounds, alternating the configurations (on, off, on...)."
     )
@@ -154,12 +170,139 @@ def run_configuration(name: str, ckpt: Path, options: argparse.Namespace, bodies
     )
 
 
-def table(results: list[LoadResult], ckpt: Path, options: argparse.Namespace) -> str:
+@dataclass
+class HostileResult:
+    digits: int
+    digit_p50_ms: float
+    digit_p99_ms: float
+    digit_max_ms: float
+    digit_failures: int
+    right_digits: int
+    health_checks: int
+    health_p50_ms: float
+    health_p99_ms: float
+    health_max_ms: float
+    health_failures: int
+    hostile_answers: dict[str, int] = field(default_factory=dict)
+    stop_seconds: float = 0.0
+    left_running: int = 0
+    left_in_temporary: list[str] = field(default_factory=list)
+
+
+def percentiles(seconds: list[float]) -> tuple[float, float, float]:
+    """p50, p99 and max in milliseconds."""
+    ms = sorted(1000 * s for s in seconds) or [float("nan")]
+    return round(statistics.median(ms), 1), round(ms[int(0.99 * (len(ms) - 1))], 1), round(ms[-1], 1)
+
+
+def hostile_bodies() -> list[bytes]:
+    pictures = [many_scan_jpeg(5000, 12_000), large_png(5000)]
+    return [json.dumps({"image": base64.b64encode(picture).decode()}).encode() for picture in pictures]
+
+
+def run_hostile(ckpt: Path, options: argparse.Namespace, bodies: list[bytes], labels: list[int]) -> HostileResult:
+    """Hostile clients in a loop, /health probed, digits sent; then SIGTERM while the hostile pictures still come."""
+    hostile, stopping, stop = hostile_bodies(), threading.Event(), threading.Event()
+    answers: Counter[str] = Counter()  # until SIGTERM
+    health: list[tuple[float, bool]] = []  # (seconds, answered 200) until SIGTERM
+
+    def attack(first: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        for i in range(first, 10**9):
+            if stop.is_set():
+                return
+            try:
+                connection.request("POST", "/predict", body=hostile[i % 2], headers=JSON)
+                response = connection.getresponse()
+                response.read()
+                answer = str(response.status)
+            except (OSError, http.client.HTTPException):
+                answer = "no answer"
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+            if not stopping.is_set():
+                answers[f"{['jpeg', 'png'][i % 2]} {answer}"] += 1
+
+    def probe() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        while not stop.is_set():
+            start = time.perf_counter()
+            try:
+                connection.request("GET", "/health")
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+                ok = False
+            if not stopping.is_set():
+                health.append((time.perf_counter() - start, ok))
+            time.sleep(HEALTH_EVERY_S)
+
+    with ServeProcess(ckpt, port=options.port) as server:
+        send_all(server.port, bodies[:WARM_UP], labels[:WARM_UP], options.hostile_clients)
+        attackers = [threading.Thread(target=attack, args=(i,), daemon=True) for i in range(HOSTILE_CLIENTS)]
+        prober = threading.Thread(target=probe, daemon=True)
+        for thread in [*attackers, prober]:
+            thread.start()
+        time.sleep(1.0)  # the hostile pictures are arriving before the first digit
+        latencies, failures, correct, _ = send_all(server.port, bodies, labels, options.hostile_clients)
+        stopping.set()
+        stop_seconds = server.stop(signal.SIGTERM)  # the hostile clients are still sending
+        stop.set()
+        left_running, left_in_temporary = len(server.processes()), server.left_in_temporary()
+        for thread in [*attackers, prober]:
+            thread.join(60)
+    digit, health_ms = percentiles(latencies), percentiles([seconds for seconds, _ in health])
+    return HostileResult(
+        digits=len(latencies),
+        digit_p50_ms=digit[0],
+        digit_p99_ms=digit[1],
+        digit_max_ms=digit[2],
+        digit_failures=failures,
+        right_digits=correct,
+        health_checks=len(health),
+        health_p50_ms=health_ms[0],
+        health_p99_ms=health_ms[1],
+        health_max_ms=health_ms[2],
+        health_failures=sum(not ok for _, ok in health),
+        hostile_answers=dict(sorted(answers.items())),
+        stop_seconds=round(stop_seconds, 1),
+        left_running=left_running,
+        left_in_temporary=left_in_temporary,
+    )
+
+
+def hostile_table(result: HostileResult, options: argparse.Namespace) -> str:
+    def verdict(value: float, target: float) -> str:
+        return f"{'met' if value <= target else 'MISSED'} (target <= {target:g})"
+
+    return "\n".join([
+        f"Hostile case: {HOSTILE_CLIENTS} clients send 5000x5000 progressive JPEGs of 12,000 scans and 5000x5000 RGBA"
+        f" PNGs in a loop; one client asks GET /health every {1000 * HEALTH_EVERY_S:.0f} ms;"
+        f" {options.hostile_clients} clients send {result.digits:,} test digits as PNG; then SIGTERM.",
+        "",
+        "| | requests | p50 ms | p99 ms | max ms | failures | target p99 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| GET /health | {result.health_checks:,} | {result.health_p50_ms} | {result.health_p99_ms}"
+        f" | {result.health_max_ms} | {result.health_failures}"
+        f" | {verdict(result.health_p99_ms, TARGETS_MS['health'])} |",
+        f"| POST /predict, a digit | {result.digits:,} | {result.digit_p50_ms} | {result.digit_p99_ms}"
+        f" | {result.digit_max_ms} | {result.digit_failures} | {verdict(result.digit_p99_ms, TARGETS_MS['digit'])} |",
+        "",
+        f"- right digits: {result.right_digits:,} / {result.digits:,}",
+        "- hostile answers: " + ", ".join(f"{key}: {count:,}" for key, count in result.hostile_answers.items()),
+        f"- SIGTERM while hostile pictures were still coming -> every process ended: {result.stop_seconds} s,"
+        f" {verdict(result.stop_seconds, STOP_TARGET_S)}; left running: {result.left_running};"
+        f" left in the temporary directory: {result.left_in_temporary or 'nothing'}",
+    ]) + "\n"  # fmt: skip
+
+
+def table(results: list[LoadResult], options: argparse.Namespace) -> str:
     lines = [
         f"`serve` under load: {options.clients} concurrent clients, {options.requests:,} requests each configuration,"
-        f" test digits as PNG; checkpoint {ckpt}; the clients run on the same machine.",
-        f"Command: `{' '.join(['python -m benchmarks.serve_load', *sys.argv[1:]])}`; load average at the start"
-        f" {options.load_average:.2f} on {os.cpu_count()} CPUs.",
+        f" test digits as PNG.",
         "",
         "| configuration | req/s | p50 ms | p99 ms | max ms | failures | right digit | memory start -> end MB"
         " (PSS, processes) | SIGTERM -> all ended | left running |",
@@ -187,16 +330,27 @@ def main(args: list[str] | None = None) -> None:
     options = parse_args(args)
     options.load_average = os.getloadavg()[0]  # other work on the machine shows in every figure
     ckpt = checkpoint_path(options.ckpt_path)
-    bodies, labels = request_bodies(options.data_dir, options.requests)
-    names = options.only.split(",") * options.rounds  # alternating: a change in the machine's load hits both alike
-    results = [run_configuration(name, ckpt, options, bodies, labels) for name in names]
-    report = table(results, ckpt, options)
+    bodies, labels = request_bodies(options.data_dir, max(options.requests, options.hostile_requests))
+    only = options.only.split(",")
+    names = [name for name in only if name in CONFIGURATIONS] * options.rounds  # alternating: load hits both alike
+    results = [run_configuration(name, ckpt, options, bodies[: options.requests], labels) for name in names]
+    hostile = None
+    if "hostile" in only:
+        hostile = run_hostile(ckpt, options, bodies[: options.hostile_requests], labels[: options.hostile_requests])
+    report = (
+        f"Command: `{' '.join(['python -m benchmarks.serve_load', *sys.argv[1:]])}`; checkpoint {ckpt}; the clients"
+        f" run on the same machine; load average at the start {options.load_average:.2f} on {os.cpu_count()} CPUs.\n\n"
+    )
+    parts = ([table(results, options)] if results else []) + ([hostile_table(hostile, options)] if hostile else [])
+    report += "\n".join(parts)
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / "serve-latest.md").write_text(report)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    (options.out / f"serve-{stamp}.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    raw = {"load": [asdict(r) for r in results], "hostile": asdict(hostile) if hostile else None}
+    (options.out / f"serve-{stamp}.json").write_text(json.dumps(raw, indent=2))
     print(report)
-    if any(r.failures or r.left_running for r in results):
+    failed = any(r.failures or r.left_running for r in results)
+    if failed or (hostile and (hostile.digit_failures or hostile.left_running)):
         raise SystemExit(1)
 
 

@@ -29,19 +29,23 @@ def free_port() -> int:
 class ServeProcess:
     """A running server: `with ServeProcess(ckpt) as server: ...`; anything left at the end is killed."""
 
-    def __init__(self, ckpt: Path, *flags: str, port: int | None = None) -> None:
+    def __init__(self, ckpt: Path | list[Path], *flags: str, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._folder = tempfile.TemporaryDirectory(prefix="serve-")  # empty: no data, nothing to read
         self.folder = Path(self._folder.name) / "cwd"
+        self.temporary = Path(self._folder.name) / "tmp"  # the server's TMPDIR: what it leaves there can be seen
         self.folder.mkdir()
+        self.temporary.mkdir()
         self.log = Path(self._folder.name) / "server.log"
-        command = [sys.executable, "-m", "mnist_dense", "serve", "--ckpt_path", str(Path(ckpt).resolve())]
+        ckpts = [str(Path(path).resolve()) for path in (ckpt if isinstance(ckpt, list) else [ckpt])]
+        command = [sys.executable, "-m", "mnist_dense", "serve", "--ckpt_path", *ckpts]
         command += ["--port", str(self.port), *flags]
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
-                command, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+                command, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "TMPDIR": str(self.temporary)},
+            )  # fmt: skip
 
     def __enter__(self) -> ServeProcess:
         self.wait_until_healthy()
@@ -60,6 +64,11 @@ class ServeProcess:
 
     def output(self) -> str:
         return self.log.read_text()
+
+    def left_in_temporary(self) -> list[str]:
+        """What the server left in its TMPDIR, but torch's compile cache (torchinductor_<user>, made by importing
+        torch._dynamo, as every command of this package does, and kept on purpose)."""
+        return sorted(p.name for p in self.temporary.iterdir() if not p.name.startswith("torchinductor_"))
 
     def wait_for_output(self, text: str, timeout: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import glob
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 from PIL import Image, ImageOps
@@ -30,12 +30,19 @@ DIGIT_BOX = 20  # MNIST scales the ink to fit 20x20 inside 28x28
 INK_LEVEL = 0.2  # after contrast stretching, pixels above this fraction of full ink count as ink
 PICTURE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")  # only these decoders ever see a file or a request
 MAX_PIXELS = 25_000_000  # a 24-megapixel photo passes; a larger picture is refused before it is decoded
+# A progressive JPEG is decoded scan by scan, each over the whole picture: libjpeg writes 10 at most, a file made to
+# stall a decoder holds thousands (25 s for 15,900 scans of 5000x5000). Counted from the markers before decoding.
+MAX_JPEG_SCANS = 100
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")  # Pillow's modes for 16-bit grayscale PNG and TIFF
 WORKING_SIDE = 1024  # larger pictures are scaled down first: the digit ends up 20x20 anyway, at a fraction of the cost
 
 
 class PictureError(ValueError):
     """One picture cannot be used; the message says why (an error row in predict, a 4xx in serve)."""
+
+
+class PictureMemoryError(PictureError):
+    """Decoding the picture ran out of memory (in `serve`, the memory a picture may use)."""
 
 
 class OwnImagesError(ValueError):
@@ -70,8 +77,11 @@ def find_files(pattern: str) -> list[Path]:
     return sorted(files)
 
 
-def prepare_digit(image: Tensor) -> Tensor:
-    """A grayscale uint8 picture (1, H, W) or (H, W) of one digit -> an MNIST-like uint8 (28, 28)."""
+def ink_on_black(image: Tensor) -> Tensor:
+    """A grayscale uint8 picture (1, H, W) or (H, W) -> float (H, W) in [0, 1]: white ink on black, paper at 0.
+
+    Inverted when dark on light (judged from the border), the paper's level subtracted, the contrast stretched.
+    """
     x = image.reshape(image.shape[-2:]).float()
     border = torch.cat([x[0], x[-1], x[:, 0], x[:, -1]])
     if border.median() > 127:  # dark ink on light paper: MNIST is light ink on black
@@ -79,7 +89,12 @@ def prepare_digit(image: Tensor) -> Tensor:
     x = (x - border.median()).clamp_min(0)
     if x.max() <= 0:
         raise PictureError("no ink found: the picture is one flat colour")
-    x = x / x.max()
+    return x / x.max()
+
+
+def prepare_digit(image: Tensor) -> Tensor:
+    """A grayscale uint8 picture (1, H, W) or (H, W) of one digit -> an MNIST-like uint8 (28, 28)."""
+    x = ink_on_black(image)
     ink = x > INK_LEVEL
     rows, cols = ink.any(dim=1).nonzero().flatten(), ink.any(dim=0).nonzero().flatten()
     x = x[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
@@ -94,6 +109,22 @@ def prepare_digit(image: Tensor) -> Tensor:
     return center_by_mass(digit)
 
 
+def prepare_as_drawn(image: Tensor) -> Tensor:
+    """The whole picture scaled to 28x28 as it lies, ink where it was drawn: no cropping, no scaling of the digit
+    to 20x20, no centring. What a network sees of a drawing unless someone prepares it as MNIST's digits were.
+
+    White ink on black as `prepare_digit` makes it; a picture that is not square is padded with paper on both
+    sides of its shorter one first, so that nothing is stretched.
+    """
+    x = ink_on_black(image)
+    height, width = x.shape
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
+    x = torch.nn.functional.pad(x, (left, side - width - left, top, side - height - top))
+    x = TF.resize(x[None], [IMAGE_SIZE, IMAGE_SIZE], antialias=True)[0].clamp(0, 1)
+    return (x * 255).round().to(torch.uint8)
+
+
 def center_by_mass(digit: Tensor) -> Tensor:
     """Shift a (28, 28) digit by whole pixels so that its centre of mass is the image centre."""
     mass = digit.float()
@@ -104,38 +135,89 @@ def center_by_mass(digit: Tensor) -> Tensor:
     return shift_images(digit[None], round(float(centre - row)), round(float(centre - col)))[0]
 
 
-def decode_picture(source: bytes | str | Path) -> Tensor:
+def decode_picture(source: bytes | str | Path, admit: Callable[[int, int], None] | None = None) -> Tensor:
     """A PNG, JPEG, GIF, WebP or BMP file or its bytes -> grayscale uint8 (1, H, W) as the eye sees it.
 
     Transparency is composited on white (a dark digit on a transparent canvas stays a dark digit), the first
-    frame of an animation is taken, a photo's EXIF rotation is applied, and 16-bit grayscale is scaled to 8 bits.
-    A file that cannot be opened raises OSError; anything wrong with the picture raises `PictureError`.
+    frame of an animation is taken, a photo's EXIF rotation is applied (EXIF that cannot be read leaves the picture
+    as stored), and 16-bit grayscale is scaled to 8 bits. `admit(width, height)` is called once the header has
+    passed the guards, before any pixel is decoded; whatever it raises passes through (serve's decoders use it to
+    share out their time). A file that cannot be opened raises OSError; anything wrong with the picture raises
+    `PictureError`.
     """
-    if isinstance(source, bytes):
-        return _decode(io.BytesIO(source))
-    with open(source, "rb") as file:
-        return _decode(file)
-
-
-def _decode(file: BinaryIO) -> Tensor:
-    """Only the header is read before the size check, so a decompression bomb is refused before it costs memory."""
-    try:
-        with Image.open(file, formats=PICTURE_FORMATS) as picture:
-            width, height = picture.size
-            if width * height > MAX_PIXELS:
-                raise PictureError(_too_many_pixels(f"{width}x{height} = {width * height:,} pixels"))
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    with _open_checked(data) as picture:
+        if admit is not None:
+            admit(*picture.size)
+        try:
             picture.draft("L", (WORKING_SIDE, WORKING_SIDE))  # a JPEG decodes at a reduced scale; others: no-op
-            gray = _grayscale(ImageOps.exif_transpose(picture))
+            _turn_upright(picture)
+            gray = _grayscale(picture)
             gray.thumbnail((WORKING_SIDE, WORKING_SIDE))
-    except PictureError:
-        raise
+        except MemoryError:
+            raise PictureMemoryError(
+                f"not enough memory to decode this {picture.width}x{picture.height} picture"
+            ) from None
+        except Exception as err:  # Pillow reports damaged data with many exception types (OSError, zlib.error...)
+            raise PictureError(f"a damaged image: {err or 'the decoder stopped without saying why'}") from None
+    return TF.pil_to_tensor(gray)
+
+
+def _open_checked(data: bytes) -> Image.Image:
+    """Only the header and a JPEG's markers are read before the guards: a picture made to cost memory or time is
+    refused before it is decoded."""
+    try:
+        picture = Image.open(io.BytesIO(data), formats=PICTURE_FORMATS)
     except Image.DecompressionBombError:  # Pillow's own guard, which refuses even the header of a larger one
         raise PictureError(_too_many_pixels(f"over {2 * Image.MAX_IMAGE_PIXELS:,} pixels")) from None
     except Image.UnidentifiedImageError:
         raise PictureError("not a readable image (use PNG, JPEG, GIF, WebP or BMP)") from None
-    except Exception as err:  # Pillow reports damaged data with many exception types (OSError, SyntaxError, zlib...)
-        raise PictureError(f"a damaged image ({type(err).__name__}: {err})") from None
-    return TF.pil_to_tensor(gray)
+    except Exception as err:
+        raise PictureError(f"a damaged image: {err or 'its header cannot be read'}") from None
+    width, height = picture.size
+    if width * height > MAX_PIXELS:
+        picture.close()
+        raise PictureError(_too_many_pixels(f"{width}x{height} = {width * height:,} pixels"))
+    if picture.format == "JPEG" and count_jpeg_scans(data, stop_after=MAX_JPEG_SCANS + 1) > MAX_JPEG_SCANS:
+        picture.close()
+        raise PictureError(
+            f"the JPEG holds more than {MAX_JPEG_SCANS} scans (progressive passes over the whole picture; an encoder"
+            " writes about 10), a guard against pictures made to be slow to decode: save it as an ordinary JPEG or PNG"
+        )
+    return picture
+
+
+def count_jpeg_scans(data: bytes, stop_after: int) -> int:
+    """Start-of-scan markers in a JPEG's marker stream, without decoding (counting stops at `stop_after`).
+
+    Segments are skipped by their length, so an EXIF thumbnail's markers are not counted; in entropy-coded data a
+    0xFF byte is followed by 0x00 (stuffing) or a restart marker, never by a segment's marker.
+    """
+    scans, at = 0, 2  # after SOI
+    while scans < stop_after and 0 <= (at := data.find(b"\xff", at)) < len(data) - 3:
+        marker = data[at + 1]
+        if marker == 0xD9:  # end of image
+            break
+        if marker in (0x00, 0x01, 0xD8, 0xFF) or 0xD0 <= marker <= 0xD7:  # stuffing, fill, restart: no length
+            at += 1 if marker == 0xFF else 2
+            continue
+        scans += marker == 0xDA
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    return scans
+
+
+def _turn_upright(picture: Image.Image) -> None:
+    """Apply the EXIF orientation in place; EXIF that cannot be read or written back leaves the picture as it is.
+
+    Pillow rotates first and then rewrites the EXIF without the orientation, which fails for tags of unusual types
+    (a rational where text belongs): the picture is already upright then, and its EXIF is not needed here.
+    """
+    try:
+        ImageOps.exif_transpose(picture, in_place=True)
+    except MemoryError:
+        raise
+    except Exception:  # the EXIF only says how to turn the picture; the picture as stored is still the picture
+        pass
 
 
 def _too_many_pixels(size: str) -> str:
@@ -159,12 +241,16 @@ def _grayscale(picture: Image.Image) -> Image.Image:
     return on_white
 
 
-def prepare_picture(source: bytes | str | Path) -> Tensor:
+def prepare_picture(
+    source: bytes | str | Path, admit: Callable[[int, int], None] | None = None, as_drawn: bool = False
+) -> Tensor:
     """A picture file or its bytes -> the MNIST-like uint8 (28, 28) digit the network sees, or `PictureError`.
 
-    The one preparation that `predict --data.predict_images`, `serve` and the drawing page share.
+    The one preparation that `predict --data.predict_images`, `serve` and the drawing page share (`admit`: see
+    `decode_picture`); `as_drawn` scales the whole picture instead (`prepare_as_drawn`), for the page's switch.
     """
-    return prepare_digit(decode_picture(source))
+    gray = decode_picture(source, admit)
+    return prepare_as_drawn(gray) if as_drawn else prepare_digit(gray)
 
 
 def load_own_images(pattern: str) -> OwnImages:

@@ -1,35 +1,42 @@
-"""The LitServe side of `serve`: the request schema, the `LitAPI` around the network, the page's routes.
+"""The LitServe side of `serve`: the `LitAPI` around the network, the routes, and how they are guarded.
 
-The picture is decoded and prepared where the request is validated, in the HTTP process (`DigitRequest`),
-not in `LitAPI.decode_request`: LitServe answers every request of a batch with the error of any one of
-them (LitServe issue 340), so a bad picture must never reach a batch. The model's worker process then only
-stacks prepared digits and runs the network. This module needs the `deploy` extra.
+LitServe keeps what it does well here: the inference worker process, dynamic batching, the queues, `/health`.
+Two things it cannot do are done with FastAPI and uvicorn, which it builds on:
 
-No `from __future__ import annotations` here: LitServe reads `decode_request`'s annotation at run time to
-build the endpoint, and a string would not name the schema.
+- `POST /predict` is our FastAPI route. LitServe's own route validates the body synchronously on the HTTP event
+  loop and has no asynchronous step before a request enters its queue, and its `decode_request` runs in the
+  inference worker, where one slow picture would hold every batch and a failing one fails the whole batch
+  (LitServe issue 340). So the route hands the body to a pool of decoder processes (`decoding.PicturePool`: time
+  and memory budgets, 503 when busy), then the prepared digit to LitServe's own request handler: the same queue,
+  batching, worker and `encode_response` as LitServe's route.
+- Limits on headers, bodies, times and connections, security headers and the access log (`http_guard`): uvicorn's
+  protocol class and an ASGI middleware, passed through `LitServer.run`'s uvicorn options.
+
+Only what the service needs is served: `/predict`, `/health`, the page and its files; LitServe's `/`, `/info`
+and FastAPI's `/docs`, `/redoc` and `/openapi.json` are not, and no redirect is built from the `Host` header.
 """
 
+from __future__ import annotations
+
 import base64
-import binascii
+import contextlib
 import signal
 from pathlib import Path
-from typing import Annotated, Any
 
 import litserve as ls
 import torch
-from fastapi import Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from litserve.server import RegularRequestHandler
 from torch import Tensor
 from torchvision.io import encode_png
 
 from mnist_dense.constants import IMAGE_SIZE
+from mnist_dense.deploy.decoding import PicturePool
+from mnist_dense.deploy.http_guard import RequestGuard, guarded_protocol
 from mnist_dense.deploy.inference import load_inference_model
-from mnist_dense.pictures import prepare_picture
+from mnist_dense.deploy.limits import LIMITS, ServiceLimits
 
-MAX_BODY_BYTES = 1_000_000
-REQUEST_EXAMPLE = '{"image": "<base64 PNG or JPEG, or a data: URL>"}'
 PAGE_FOLDER = Path(__file__).parent / "page"
 PAGE_URL = "/draw"
 # The page's own files only, read once: no request path ever reaches the file system.
@@ -40,91 +47,119 @@ PAGE_FILES = {
 }
 # Nothing from another site: the page works offline, and the browser refuses anything else.
 PAGE_POLICY = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
-
-
-def picture_bytes(value: Any) -> bytes:
-    """The request's `image`: base64, or a data: URL holding base64 -> the picture file's bytes."""
-    if not isinstance(value, str):
-        raise ValueError(f"image must be a string (a picture in base64, or a data: URL), not {type(value).__name__}")
-    text = value.strip()
-    if text[:5].lower() == "data:":
-        header, _, text = text.partition(",")
-        if not header.lower().endswith(";base64"):
-            raise ValueError("image is a data: URL but not base64 (expected data:image/png;base64,...)")
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(
-            "image is not valid base64 (send the picture's bytes base64-encoded, or a data: URL)"
-        ) from None
-
-
-def prepared_digit(value: Any) -> bytes:
-    """The request's `image` -> the prepared 28x28 digit as 784 bytes; a ValueError becomes a 422 naming it."""
-    return prepare_picture(picture_bytes(value)).numpy().tobytes()
-
-
-PreparedDigit = Annotated[
-    bytes,
-    BeforeValidator(prepared_digit),
-    WithJsonSchema({"type": "string", "description": "A PNG, JPEG, GIF, WebP or BMP picture: base64 or a data: URL"}),
-]
-
-
-class DigitRequest(BaseModel):
-    """The body of `POST /predict`; validating it decodes and prepares the picture."""
-
-    image: PreparedDigit = Field(description="One digit, any size, dark on light or light on dark")
+KEPT_ROUTES = ("/health",)  # of those LitServe registers
 
 
 class DigitAPI(ls.LitAPI):
-    """Prepared digits in, the checkpoint's probabilities out; batched by LitServe when max_batch_size > 1.
+    """Prepared digits in (784 bytes each), each network's probabilities out; batched when max_batch_size > 1.
 
-    Module-level with plain attributes: LitServe pickles it into its worker process.
+    One network per checkpoint, each loaded as `export` loads it (any network `MNISTClassifier` trained). With one,
+    the answer is `{"digit", "probability", "probabilities", "prepared"}`; with several, `{"answers": [{"network",
+    "digit", "probability", "probabilities"}, ...], "prepared"}`, in the order of the checkpoints. Module-level
+    with plain attributes: LitServe pickles it into its worker process.
     """
 
-    def __init__(self, ckpt_path: str, max_batch_size: int = 16, batch_timeout: float = 0.005) -> None:
+    def __init__(
+        self, ckpt_paths: list[str], names: list[str], max_batch_size: int = 16, batch_timeout: float = 0.005
+    ) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
-        self.ckpt_path = ckpt_path
+        self.ckpt_paths, self.names = ckpt_paths, names
 
     def setup(self, device: str) -> None:
         torch.set_num_threads(1)  # one small matrix product a batch; more threads would fight the HTTP process
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the server stops this worker
-        self.model = load_inference_model(Path(self.ckpt_path))
+        self.models = [load_inference_model(Path(path)) for path in self.ckpt_paths]
 
-    def decode_request(self, request: DigitRequest) -> Tensor:
-        return torch.frombuffer(bytearray(request.image), dtype=torch.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
+    def decode_request(self, request: bytes) -> Tensor:
+        return torch.frombuffer(bytearray(request), dtype=torch.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
 
     @torch.inference_mode()
     def predict(self, digits: Tensor) -> list[tuple[Tensor, Tensor]] | tuple[Tensor, Tensor]:
-        """(B, 28, 28) when batching (LitServe stacks the decoded requests), (28, 28) without."""
+        """(B, 28, 28) when batching (LitServe stacks the decoded requests), (28, 28) without; each digit with its
+        (networks, 10) probabilities."""
         batch = digits.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
-        answers = list(zip(batch, self.model(batch[:, None].float()), strict=True))
+        probabilities = torch.stack([model(batch[:, None].float()) for model in self.models], dim=1)
+        answers = list(zip(batch, probabilities, strict=True))
         return answers if digits.dim() == 3 else answers[0]
 
     def encode_response(self, answer: tuple[Tensor, Tensor]) -> dict:
         digit, probabilities = answer
         picture = base64.b64encode(encode_png(digit[None]).numpy().tobytes()).decode()
-        return {
-            "digit": int(probabilities.argmax()),
-            "probability": round(float(probabilities.max()), 6),
-            "probabilities": [round(p, 6) for p in probabilities.tolist()],
-            "prepared": f"data:image/png;base64,{picture}",  # the 28x28 picture the network saw
-        }
+        prepared = {"prepared": f"data:image/png;base64,{picture}"}  # the 28x28 picture the networks saw
+        answers = [
+            {
+                "network": name,
+                "digit": int(each.argmax()),
+                "probability": round(float(each.max()), 6),
+                "probabilities": [round(p, 6) for p in each.tolist()],
+            }
+            for name, each in zip(self.names, probabilities, strict=True)
+        ]
+        if len(answers) == 1:
+            del answers[0]["network"]
+            return {**answers[0], **prepared}
+        return {"answers": answers, **prepared}
 
 
-def build_server(ckpt_path: Path, max_batch_size: int = 16, batch_timeout: float = 0.005) -> ls.LitServer:
-    """A LitServer for the checkpoint (on the CPU), with the page and one-sentence 4xx answers for bad requests."""
-    api = DigitAPI(str(ckpt_path), max_batch_size=max_batch_size, batch_timeout=batch_timeout)
+def build_server(
+    ckpt_paths: Path | list[Path],
+    names: list[str] | None = None,
+    max_batch_size: int = 16,
+    batch_timeout: float = 0.005,
+    limits: ServiceLimits = LIMITS,
+) -> ls.LitServer:
+    """A LitServer for the checkpoints (on the CPU) with our `/predict`, the page, and the limits of `limits`.
+
+    Several checkpoints are answered side by side, each under its name (`names`, in the same order). Run it with
+    `server.run(..., **uvicorn_options(limits))` so that uvicorn applies the limits on the HTTP level.
+    """
+    paths = [str(path) for path in (ckpt_paths if isinstance(ckpt_paths, list) else [ckpt_paths])]
+    names = names or [Path(path).stem for path in paths]
+    api = DigitAPI(paths, names, max_batch_size=max_batch_size, batch_timeout=batch_timeout)
     # fast_queue: LitServe's ZeroMQ queues (IPC sockets) instead of a multiprocessing manager's; measured here with
     # 16 clients, p99 fell from about 60-100 ms to 35-40 ms (benchmarks/serve_load.py).
-    server = ls.LitServer(api, accelerator="cpu", max_payload_size=MAX_BODY_BYTES, fast_queue=True)
-    server.app.add_exception_handler(RequestValidationError, refuse_request)
-    server.app.add_exception_handler(413, refuse_large_body)  # LitServe's size limit says only "Payload too large"
+    server = ls.LitServer(api, accelerator="cpu", fast_queue=True, disable_openapi_url=True)
+    server.uvicorn_graceful_timeout = limits.stop_grace_s  # LitServe passes it to uvicorn as its graceful shutdown
+    app = server.app
+    app.router.routes = [route for route in app.router.routes if getattr(route, "path", None) in KEPT_ROUTES]
+    app.router.redirect_slashes = False  # Starlette would redirect /draw/ to a URL built from the Host header
+    pool = PicturePool(limits)
+    handler = RegularRequestHandler(api, server)
+
+    async def predict(request: Request) -> Response:
+        digit = await pool.prepare(await request.body())
+        return JSONResponse(await handler.handle_request(digit, bytes))
+
+    app.add_api_route(api.api_path, predict, methods=["POST"], dependencies=[Depends(server.setup_auth(api))])
     for url, (name, media_type) in PAGE_FILES.items():
         send = page_file((PAGE_FOLDER / name).read_bytes(), media_type)
-        server.app.add_api_route(url, send, methods=["GET", "HEAD"], include_in_schema=False)
+        app.add_api_route(url, send, methods=["GET", "HEAD"], include_in_schema=False)
+    app.add_api_route("/", lambda: RedirectResponse(PAGE_URL), methods=["GET", "HEAD"], include_in_schema=False)
+    app.add_middleware(RequestGuard, limits=limits)
+    litserve_lifespan = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app_):
+        await pool.start()
+        try:
+            async with litserve_lifespan(app_):
+                yield
+        finally:
+            await pool.stop()
+
+    app.router.lifespan_context = lifespan
     return server
+
+
+def uvicorn_options(limits: ServiceLimits = LIMITS) -> dict:
+    """`LitServer.run`'s keyword arguments for uvicorn: our protocol with the limits, and nothing uvicorn adds."""
+    return {
+        "http": guarded_protocol(limits),
+        "timeout_keep_alive": limits.keep_alive_s,
+        "ws": "none",  # no websockets here
+        "server_header": False,
+        "access_log": False,  # ours has the duration and the sizes
+    }
 
 
 def page_file(content: bytes, media_type: str):
@@ -132,29 +167,3 @@ def page_file(content: bytes, media_type: str):
         return Response(content, media_type=media_type, headers={"Content-Security-Policy": PAGE_POLICY})
 
     return send
-
-
-async def refuse_request(request: Request, error: RequestValidationError) -> JSONResponse:
-    """One sentence for a body that is not JSON, lacks `image` or holds no usable picture (never echoes the input)."""
-    first = error.errors()[0]
-    kind, field = first.get("type"), ".".join(str(part) for part in first.get("loc", ())[1:]) or "body"
-    if kind == "json_invalid":
-        status, detail = 400, f"the body is not JSON; send {REQUEST_EXAMPLE}"
-    elif kind in ("model_attributes_type", "dict_type"):
-        status, detail = 400, f"the body must be a JSON object (Content-Type: application/json): {REQUEST_EXAMPLE}"
-    elif kind == "missing":
-        status, detail = 422, f"no '{field}' field in the body; send {REQUEST_EXAMPLE}"
-    elif kind == "value_error":
-        status, detail = 422, str(first.get("ctx", {}).get("error", first.get("msg")))
-    else:
-        status, detail = 422, f"{field}: {first.get('msg')}; send {REQUEST_EXAMPLE}"
-    return JSONResponse(status_code=status, content={"detail": detail})
-
-
-async def refuse_large_body(request: Request, error: Exception) -> JSONResponse:
-    return JSONResponse(
-        status_code=413,
-        content={
-            "detail": f"the body is over {MAX_BODY_BYTES:,} bytes; send a smaller picture (a digit needs a few KB)"
-        },
-    )

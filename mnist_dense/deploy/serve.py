@@ -3,20 +3,28 @@
 `POST /predict` takes `{"image": "<base64 PNG/JPEG/GIF/WebP/BMP, or a data: URL>"}` and answers the digit,
 its probability, the ten probabilities and the 28x28 picture the network saw; `GET /health` answers 200
 once the model is loaded; `/draw` is the page. LitServe batches concurrent requests for the model.
-It needs only the checkpoint: no MNIST files, any working folder, nothing written.
+It needs only the checkpoint: no MNIST files, any working folder, nothing written but the access log.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import logging
+import logging.handlers
 import multiprocessing
+import multiprocessing.connection
 import os
+import re
 import signal
 import socket
+import sys
 import threading
+from pathlib import Path
 
 from mnist_dense.checkpoints import CheckpointError, read_checkpoint
 from mnist_dense.deploy.inference import DeployError, checkpoint_path, fail, require_extra
+from mnist_dense.deploy.limits import LIMITS
 
 SERVE_MODULES = ("litserve", "fastapi", "pydantic")
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the hosts LitServe's run() accepts
@@ -28,7 +36,18 @@ DEFAULT_BATCH = 16
 
 def parse_args(args: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mnist_dense serve", description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt_path", required=True, help="A checkpoint of `fit`, or `last` (newest under runs/).")
+    parser.add_argument(
+        "--ckpt_path",
+        required=True,
+        nargs="+",
+        help="A checkpoint of `fit`, or `last` (newest under runs/); several are answered side by side.",
+    )
+    parser.add_argument(
+        "--names",
+        nargs="+",
+        help="A name for each checkpoint, in the same order (letters, digits, '.', '_', '-'), e.g. --names dense conv;"
+        " default: the checkpoints' file names.",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (this machine only), 0.0.0.0 or :: (all).")
     parser.add_argument("--port", type=int, default=8000, help="Port to listen on (1024-65535).")
     parser.add_argument(
@@ -38,6 +57,11 @@ def parse_args(args: list[str]) -> argparse.Namespace:
         help="Most requests LitServe batches for the model (default 16; 1 turns dynamic batching off).",
     )
     parser.add_argument("--batch_timeout", type=float, default=0.005, help="Seconds a batch waits to fill.")
+    parser.add_argument(
+        "--access_log",
+        default="stderr",
+        help="One line per request: stderr (the default), a file to append to (reopened when rotated), or off.",
+    )
     return parser.parse_args(args)
 
 
@@ -53,42 +77,90 @@ def check_options(options: argparse.Namespace) -> None:
         raise DeployError("--max_batch_size must be at least 1 and --batch_timeout at least 0 seconds.")
 
 
+def network_names(names: list[str] | None, ckpt_paths: list[Path]) -> list[str]:
+    """`--names`, or the checkpoints' file names: one distinct, short, plain name for each checkpoint."""
+    given = names or [path.stem for path in ckpt_paths]
+    flag = "--names" if names else "the checkpoints' file names"
+    if len(given) != len(ckpt_paths):
+        raise DeployError(
+            f"--names gives {len(given)} names for {len(ckpt_paths)} checkpoints; give one name for each, in the"
+            " order of --ckpt_path."
+        )
+    if len(set(given)) != len(given):
+        raise DeployError(f"{flag} repeat a name ({' '.join(given)}): name each network, e.g. --names dense conv.")
+    for name in given:
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", name):
+            raise DeployError(
+                f"{flag}: {name!r} is not a plain name; use up to 32 letters, digits, '.', '_' or '-', e.g. dense."
+            )
+    return given
+
+
 def main(args: list[str]) -> None:
     options = parse_args(args)
     try:
         require_extra("serve", SERVE_MODULES)
         check_options(options)
-        ckpt_path = checkpoint_path(options.ckpt_path)
-        read_checkpoint(ckpt_path)  # a bad checkpoint stops here, before any process starts
+        ckpt_paths = [checkpoint_path(value) for value in options.ckpt_path]
+        for ckpt_path in ckpt_paths:
+            read_checkpoint(ckpt_path)  # a bad checkpoint stops here, before any process starts
+        names = network_names(options.names, ckpt_paths) if len(ckpt_paths) > 1 or options.names else None
+        start_access_log(options.access_log)
     except (CheckpointError, DeployError) as err:
         fail(err)
-    from mnist_dense.deploy.digit_api import PAGE_URL, REQUEST_EXAMPLE, build_server
+    from mnist_dense.deploy.decoding import REQUEST_EXAMPLE
+    from mnist_dense.deploy.digit_api import PAGE_URL, build_server, uvicorn_options
 
-    server = build_server(ckpt_path, options.max_batch_size, options.batch_timeout)
+    server = build_server(ckpt_paths, names, options.max_batch_size, options.batch_timeout)
     shown = "127.0.0.1" if options.host == "0.0.0.0" else "[::1]" if options.host == "::" else options.host
     url = f"http://{shown}:{options.port}"
     batching = "no batching"
     if options.max_batch_size > 1:
         batching = f"batches of up to {options.max_batch_size} requests, {1000 * options.batch_timeout:g} ms to fill"
+    served = ", ".join(f"{path} as {name}" for path, name in zip(ckpt_paths, names, strict=True)) if names else ""
     banner = (
-        f"Serving {ckpt_path} with LitServe ({batching}) on {url}\n"
+        f"Serving {served or ckpt_paths[0]} with LitServe ({batching}) on {url}\n"
         f"  POST {url}/predict  {REQUEST_EXAMPLE}    GET {url}/health\n"
         f"  Draw a digit: {url}{PAGE_URL}    (Ctrl-C or SIGTERM stops the server)"
     )
-    run_until_stopped(server, options.host, options.port, banner)
+    run_until_stopped(server, options.host, options.port, banner, uvicorn_options())
+    gc.freeze()  # the process ends now: Python's last collection of torch's and Lightning's objects took seconds
 
 
-def run_until_stopped(server, host: str, port: int, banner: str) -> None:
+def start_access_log(target: str) -> None:
+    """`--access_log`: stderr, a file (appended; reopened when logrotate moves it), or off."""
+    from mnist_dense.deploy.http_guard import ACCESS_LOG
+
+    ACCESS_LOG.handlers.clear()
+    ACCESS_LOG.setLevel(logging.INFO)
+    if target == "off":
+        ACCESS_LOG.setLevel(logging.CRITICAL + 1)
+        return
+    try:
+        handler = logging.StreamHandler(sys.stderr)
+        if target != "stderr":
+            handler = logging.handlers.WatchedFileHandler(target)
+    except OSError as err:
+        raise DeployError(
+            f"--access_log {target}: cannot append to it ({err.strerror or err}); name a file in a folder you can"
+            " write to, or use stderr or off."
+        ) from None
+    ACCESS_LOG.addHandler(handler)
+
+
+def run_until_stopped(server, host: str, port: int, banner: str, options: dict) -> None:
     """Run until Ctrl-C or SIGTERM, then make sure every process the server started has ended.
 
     A signal during start-up, before LitServe's own handling is in place, or a shutdown of LitServe's that
     is cut short, is covered by stopping the child processes that are still alive.
     """
-    signals = StopSignals()
+    signals = StopSignals(LIMITS.stop_grace_s)
+    # LitServe's shutdown warns that its HTTP process is "Already not alive": StopSignals has stopped it first.
+    logging.getLogger("litserve.server").addFilter(lambda record: "Already not alive" not in record.getMessage())
     try:
         signals.install()
         print(banner, flush=True)  # from here on, Ctrl-C and SIGTERM stop everything this process starts
-        server.run(host=host, port=port, generate_client_file=False, log_level="warning")
+        server.run(host=host, port=port, generate_client_file=False, log_level="warning", **options)
     except KeyboardInterrupt:
         pass
     finally:
@@ -102,26 +174,35 @@ def run_until_stopped(server, host: str, port: int, banner: str) -> None:
     print("Server stopped.", flush=True)
 
 
-class StopSignals:
-    """Ctrl-C and SIGTERM become a KeyboardInterrupt in the main thread, repeated until the main thread is done.
+def exit_cleanly(signum: int, frame: object) -> None:
+    """SIGTERM in a forked child (uvicorn re-raises it after its graceful shutdown): exit through Python, so that
+    multiprocessing removes the child's temporary folder (pymp-*); SIGTERM's default action would leave it."""
+    raise SystemExit(0)
 
-    LitServe shuts its workers down on KeyboardInterrupt only, and SIGTERM's default action would end this
-    process alone, leaving them running. Two traps, both seen here: the kernel may hand the signal to another
-    thread, and Python runs handlers only when the main thread runs Python code, while LitServe's main thread
-    waits in a blocking read (SIGTERM then changed nothing); and a KeyboardInterrupt raised inside an at-fork
-    callback during start-up is printed and dropped. So the signal module's wakeup fd tells a small thread of
-    the first signal, whichever thread got it, and that thread interrupts the main thread until it is done.
-    Forked children (uvicorn, LitServe's queue manager) get the previous handlers back.
+
+class StopSignals:
+    """Ctrl-C and SIGTERM stop the HTTP process gracefully first, then LitServe and everything else.
+
+    The order matters: requests in flight need LitServe's queues and inference worker until they are answered,
+    and LitServe's own shutdown ends those first. So the first signal makes a small thread stop the HTTP process
+    (uvicorn stops accepting, lets requests in flight finish for `grace_s`, then stops the picture decoders) and
+    only then becomes the KeyboardInterrupt in the main thread that LitServe shuts down on. SIGTERM's default action
+    would end this process alone, leaving the others running; and the kernel may hand the signal to any thread
+    while Python runs handlers only when the main thread runs Python code (LitServe's waits in a blocking read).
+    So the signal module's wakeup fd tells the thread of the first signal, whichever thread got it, and the thread
+    interrupts the main thread until it is done. Forked children (uvicorn, LitServe's queue manager) ignore Ctrl-C
+    outside uvicorn's own handling (which stops the HTTP process gracefully), and exit cleanly on SIGTERM.
     """
 
     RETRY_S = 3.0  # LitServe's own shutdown takes about 2 s; an interrupt that is still needed after that is sent again
+    HTTP_PROCESS_PREFIX = "LitServer"  # LitServe's name for its uvicorn processes
 
-    def __init__(self) -> None:
-        self.done, self.raised = threading.Event(), threading.Event()
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self.done, self.http_stopped = threading.Event(), threading.Event()
 
     def handler(self, signum: int, frame: object) -> None:
-        if not self.done.is_set():
-            self.raised.set()
+        if self.http_stopped.is_set() and not self.done.is_set():
             raise KeyboardInterrupt
 
     def install(self) -> None:
@@ -135,16 +216,27 @@ class StopSignals:
 
         def restore_in_child() -> None:
             signal.set_wakeup_fd(-1)
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, exit_cleanly)
 
         os.register_at_fork(after_in_child=restore_in_child)
-        threading.Thread(target=self.interrupt_main_thread, args=(reader, writer), daemon=True).start()
+        threading.Thread(target=self.stop_in_order, args=(reader, writer), daemon=True).start()
 
-    def interrupt_main_thread(self, reader: socket.socket, writer: socket.socket) -> None:  # holds both ends open
+    def stop_in_order(self, reader: socket.socket, writer: socket.socket) -> None:  # holds both ends open
         signum = reader.recv(1)[0]  # the first stop signal
+        self.stop_http_processes()
+        self.http_stopped.set()
         main = threading.main_thread().ident
-        if not self.done.wait(0.2) and not self.raised.is_set():  # the main thread did not get it itself
+        while not self.done.is_set():
             signal.pthread_kill(main, signum)
-        while not self.done.wait(self.RETRY_S):
-            signal.pthread_kill(main, signum)
+            self.done.wait(self.RETRY_S)
+
+    def stop_http_processes(self) -> None:
+        """SIGTERM to LitServe's uvicorn processes: each finishes its requests within the grace period and exits."""
+        http = [p for p in multiprocessing.active_children() if p.name.startswith(self.HTTP_PROCESS_PREFIX)]
+        for process in http:
+            process.terminate()
+        multiprocessing.connection.wait([process.sentinel for process in http], timeout=self.grace_s + 2)
+        for process in http:
+            if process.is_alive():
+                process.kill()

@@ -15,15 +15,25 @@ from mnist_dense.data import load_split
 from tests.conftest import BUNDLED_DATA, REPO
 
 
-@pytest.fixture(scope="session")
-def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """400 steps of `fit` on the bundled MNIST (about 92% test accuracy), through the CLI as a user runs it."""
-    root = tmp_path_factory.mktemp("trained")
+def fit_checkpoint(root: Path, *flags: str) -> Path:
+    """400 steps of `fit` on the bundled MNIST, through the CLI as a user runs it; the last checkpoint."""
     command = [sys.executable, "-m", "mnist_dense", "fit", "--trainer.max_steps", "400", "--data.val_size", "1000",
                "--trainer.limit_val_batches", "2", "--test_after_fit", "false", "--trainer.enable_progress_bar",
-               "false", "--trainer.default_root_dir", str(root)]  # fmt: skip
+               "false", "--plots.enabled", "false", "--trainer.default_root_dir", str(root), *flags]  # fmt: skip
     subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=600)
     return root / "version_0" / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tutorial's network after 400 steps: about 92% test accuracy."""
+    return fit_checkpoint(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another network for `serve` to answer beside the first: 32 hidden units instead of 128, 400 steps."""
+    return fit_checkpoint(tmp_path_factory.mktemp("small"), "--model.hidden", "32")
 
 
 @pytest.fixture(scope="session")

@@ -80,19 +80,36 @@ def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
 
 
 def predict(page) -> dict:
-    """Press Predict; returns the server's JSON answer after checking that the page shows the same."""
+    """Press Predict; returns the server's JSON answer after checking that the page shows the same, one card for
+    each network that answered."""
     with page.expect_response("**/predict") as response_info:
         page.click("#predict")
     answer = response_info.value.json()
     page.wait_for_selector("#answer:not([hidden])")
-    assert page.text_content("#digit") == str(answer["digit"])
-    bars = page.locator("#bars li")
-    assert bars.count() == 10
-    shown = [float(bars.nth(i).get_attribute("data-probability")) for i in range(10)]
-    assert shown == answer["probabilities"]
-    assert page.locator("#bars li.best").get_attribute("data-digit") == str(answer["digit"])
+    answers = answer.get("answers", [answer])
+    cards = page.locator("#networks .network")
+    assert cards.count() == len(answers)
+    for i, expected in enumerate(answers):
+        card = cards.nth(i)
+        assert card.get_attribute("data-network") == expected.get("network")
+        assert card.locator(".digit-value").text_content() == str(expected["digit"])
+        bars = card.locator(".bars li")
+        assert bars.count() == 10
+        shown = [float(bars.nth(j).get_attribute("data-probability")) for j in range(10)]
+        assert shown == expected["probabilities"]
+        assert card.locator(".bars li.best").get_attribute("data-digit") == str(expected["digit"])
     assert page.eval_on_selector("#prepared", "img => [img.naturalWidth, img.naturalHeight]") == [28, 28]
     return answer
+
+
+def prepared_pixels(page) -> list[int]:
+    """The 28x28 picture the page shows as the one the network saw, row by row."""
+    return page.eval_on_selector(
+        "#prepared",
+        """img => { const c = document.createElement('canvas'); c.width = c.height = 28;
+                   const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+                   return Array.from(g.getImageData(0, 0, 28, 28).data).filter((_, i) => i % 4 === 0); }""",
+    )
 
 
 @pytest.mark.parametrize("digit", sorted(STROKES))
@@ -110,12 +127,7 @@ def test_clear_then_an_off_centre_small_digit_and_the_picture_the_network_saw(pa
     draw(page, SMALL_SEVEN_IN_A_CORNER)
     answer = predict(page)
     assert answer["digit"] == 7
-    seen = page.eval_on_selector(  # the 28x28 picture the page shows: the ink moved to the middle
-        "#prepared",
-        """img => { const c = document.createElement('canvas'); c.width = c.height = 28;
-                   const g = c.getContext('2d'); g.drawImage(img, 0, 0);
-                   return Array.from(g.getImageData(0, 0, 28, 28).data).filter((_, i) => i % 4 === 0); }""",
-    )
+    seen = prepared_pixels(page)  # the ink moved to the middle
     ink = [(i // 28, i % 28) for i, value in enumerate(seen) if value > 127]
     rows, columns = [r for r, _ in ink], [c for _, c in ink]
     assert max(rows) - min(rows) >= 15 and 9 <= sum(rows) / len(rows) <= 18 and 9 <= sum(columns) / len(ink) <= 18
@@ -139,3 +151,28 @@ def test_predict_on_an_empty_pad_asks_for_a_drawing(page) -> None:
     page.click("#predict")
     assert page.text_content("#status") == "Draw a digit first."
     assert page.is_hidden("#answer") and not any(url.endswith("/predict") for url in page.requests)
+
+
+def test_as_drawn_a_digit_in_a_corner_reaches_every_network_uncentred_and_each_answers(
+    browser, trained_checkpoint: Path, small_checkpoint: Path
+) -> None:
+    """Two networks side by side; with the switch on, the seven stays in its corner for both; off, it is centred."""
+    with ServeProcess([trained_checkpoint, small_checkpoint], "--names", "dense128", "dense32") as server:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(f"{server.url}/draw")
+        page.check("#as-drawn")
+        draw(page, SMALL_SEVEN_IN_A_CORNER)
+        answer = predict(page)
+        assert [each["network"] for each in answer["answers"]] == ["dense128", "dense32"]
+        assert page.locator(".network h2").all_text_contents() == ["dense128", "dense32"]
+        ink = [(i // 28, i % 28) for i, value in enumerate(prepared_pixels(page)) if value > 127]
+        assert ink and max(row for row, _ in ink) < 10 and max(column for _, column in ink) < 10  # the top-left corner
+        assert "the ink where you drew it" in page.text_content("#caption")
+        with page.expect_response("**/predict"):  # switching back asks again, prepared as MNIST's digits were
+            page.uncheck("#as-drawn")
+        page.wait_for_function("document.getElementById('caption').textContent.includes('centred')")
+        ink = [(i // 28, i % 28) for i, value in enumerate(prepared_pixels(page)) if value > 127]
+        centre = [sum(row for row, _ in ink) / len(ink), sum(column for _, column in ink) / len(ink)]
+        assert all(9 <= mean <= 18 for mean in centre)
+        context.close()

@@ -9,18 +9,23 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
+import re
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from litserve.utils import wrap_litserve_start
 from PIL import Image
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from mnist_dense.cli import main
-from mnist_dense.deploy.digit_api import MAX_BODY_BYTES, build_server
+from mnist_dense.deploy.digit_api import build_server
+from mnist_dense.deploy.limits import LIMITS
 from mnist_dense.pictures import prepare_picture
-from tests.conftest import BUNDLED_DATA
+from tests.conftest import BUNDLED_DATA, REPO
 
 pytestmark = pytest.mark.slow
 
@@ -161,9 +166,45 @@ def test_a_blank_picture_is_refused(client: TestClient) -> None:
     refused(client, 422, "no ink found", json={"image": encoded(Image.new("RGBA", (280, 280), (0, 0, 0, 0)))})
 
 
-def test_a_body_over_1_mb_is_refused_with_413(client: TestClient) -> None:
-    noise = base64.b64encode(bytes(range(256)) * (MAX_BODY_BYTES // 256 + 1)).decode()
-    refused(client, 413, f"over {MAX_BODY_BYTES:,} bytes", json={"image": noise})
+def test_the_body_limit_is_exactly_the_readmes(client: TestClient) -> None:
+    """The README's table gives the limit; a body of exactly that many bytes passes the size check, one more not."""
+    figure = re.search(r"the body is over ([\d,]+) bytes", (REPO / "README.md").read_text())
+    limit = int(figure.group(1).replace(",", ""))
+    assert limit == LIMITS.max_body_bytes
+    not_a_picture = json.dumps({"image": "QUFB" * 1000}).encode()
+    at_limit = not_a_picture + b" " * (limit - len(not_a_picture))  # JSON allows the trailing spaces
+    assert len(at_limit) == limit
+    refused(client, 422, "not a readable image", content=at_limit)  # read, parsed and looked at
+    refused(client, 413, f"the body is over {limit:,} bytes; send a smaller picture", content=at_limit + b" ")
+
+
+def test_a_12_megapixel_phone_photo_of_a_digit_is_predicted(client: TestClient, mnist_test) -> None:
+    """A 4000x3000 JPEG with sensor noise, a few MB of base64 (refused by the 1 MB limit before), and its EXIF."""
+    images, labels = mnist_test
+    seven = client.post("/predict", json={"image": encoded(Image.fromarray(images[0].numpy()))}).json()["digit"]
+    assert seven == labels[0] == 7
+    ink = Image.fromarray(255 - images[0].numpy()).resize((2000, 2000), Image.Resampling.BICUBIC)
+    paper = Image.new("L", (4000, 3000), 235)
+    paper.paste(ink.point(lambda value: value * 235 // 255), (1200, 400))
+    noise = torch.randint(-12, 13, (3000, 4000), generator=torch.Generator().manual_seed(0), dtype=torch.int16)
+    photo = Image.fromarray((pil_to_tensor(paper)[0].short() + noise).clamp(0, 255).byte().numpy())
+    body = json.dumps({"image": encoded(photo.convert("RGB"), "JPEG", quality=92)}).encode()
+    assert 1_000_000 < len(body) < LIMITS.max_body_bytes
+    answer = client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 200 and answer.json()["digit"] == 7
+
+
+def test_only_the_services_own_routes_are_served(client: TestClient) -> None:
+    """No Swagger UI (it loads from a CDN), no ReDoc, no schema, no LitServe /info; / leads to the page."""
+    for path in ("/docs", "/redoc", "/openapi.json", "/info", "/docs/oauth2-redirect", "/shutdown"):
+        assert client.get(path).status_code == 404, path
+    home = client.get("/", follow_redirects=False)
+    assert home.status_code == 307 and home.headers["location"] == "/draw"  # relative: nothing from Host
+    forged = client.get("/draw/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert forged.status_code == 404 and "location" not in forged.headers
+    for response in (client.get("/health"), client.post("/predict", content=b"{"), client.get("/draw")):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "default-src" in response.headers["content-security-policy"]
 
 
 def test_a_decompression_bomb_is_refused(client: TestClient) -> None:
@@ -193,3 +234,46 @@ def test_the_page_and_its_files_are_served_with_a_same_origin_policy(client: Tes
         assert "http://" not in response.text and "https://" not in response.text
     for path in ("/draw/../../pyproject.toml", "/draw/index.html", "/draw/%2e%2e/pyproject.toml"):
         assert client.get(path).status_code == 404
+
+
+@pytest.fixture(scope="module")
+def two_networks(trained_checkpoint: Path, small_checkpoint: Path):
+    server = build_server([trained_checkpoint, small_checkpoint], ["dense128", "dense32"], max_batch_size=8)
+    with wrap_litserve_start(server) as started, TestClient(started.app) as client:
+        wait_until_healthy(client)
+        yield client
+
+
+def test_several_networks_answer_side_by_side_each_under_its_name(
+    client: TestClient, two_networks: TestClient, digit_pngs
+) -> None:
+    for png, _ in digit_pngs[:5]:
+        alone = client.post("/predict", json={"image": png}).json()
+        both = two_networks.post("/predict", json={"image": png}).json()
+        assert set(both) == {"answers", "prepared"} and both["prepared"] == alone["prepared"]
+        assert [answer["network"] for answer in both["answers"]] == ["dense128", "dense32"]
+        first, second = both["answers"]
+        assert first["digit"] == alone["digit"]  # the first checkpoint is the one `client` serves alone
+        assert first["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-5)
+        assert second["probabilities"] != pytest.approx(first["probabilities"], abs=1e-3)  # another network
+        for answer in both["answers"]:
+            assert set(answer) == {"network", "digit", "probability", "probabilities"}
+            assert answer["digit"] == max(range(10), key=answer["probabilities"].__getitem__)
+
+
+def test_as_drawn_the_networks_see_the_drawing_where_it_lies_on_the_pad(two_networks: TestClient, mnist_test) -> None:
+    """What the page sends: black ink on a transparent 280x280 canvas, here a small seven in the top-left corner."""
+    alpha = torch.zeros(280, 280, dtype=torch.uint8)
+    alpha[5:61, 5:61] = mnist_test[0][0].repeat_interleave(2, 0).repeat_interleave(2, 1)
+    pad = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    pad.putalpha(Image.fromarray(alpha.numpy()))
+    drawing = f"data:image/png;base64,{encoded(pad)}"
+    centres = {}
+    for as_drawn in (True, False):
+        answer = two_networks.post("/predict", json={"image": drawing, "as_drawn": as_drawn}).json()
+        assert len(answer["answers"]) == 2
+        seen = Image.open(io.BytesIO(base64.b64decode(answer["prepared"].split(",", 1)[1])))
+        centres[as_drawn] = pil_to_tensor(seen)[0].nonzero().float().mean(dim=0).tolist()
+    assert max(centres[True]) < 7 and all(11 < mean < 17 for mean in centres[False])
+    bad = {"image": drawing, "as_drawn": "yes"}
+    refused(two_networks, 422, "as_drawn must be true or false, not a string", json=bad)

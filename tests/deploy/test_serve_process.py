@@ -3,17 +3,31 @@ then stopped with SIGTERM or Ctrl-C, after which no process of it may be left.""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import logging
+import shutil
 import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
+from benchmarks.hostile import large_png
 from benchmarks.serve_process import ServeProcess
 from mnist_dense.cli import main
+from mnist_dense.deploy.http_guard import ACCESS_LOG
+from mnist_dense.deploy.limits import LIMITS
+from mnist_dense.deploy.serve import start_access_log
 
 pytestmark = pytest.mark.slow
 
@@ -73,6 +87,73 @@ def test_concurrent_good_and_bad_requests_each_get_their_own_answer(server: Serv
     assert right >= 18  # real test digits, the 92% network
 
 
+def test_a_body_over_the_limit_gets_its_413_sentence_through_urllib_httpx_and_curl(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    """urllib sends the whole body before reading (the server reads it to the end first); curl asks with `Expect:
+    100-continue` and gets the 413 before sending; httpx sends and reads as it goes."""
+    body = b" " * (LIMITS.max_body_bytes + 1)
+    sentence = f"the body is over {LIMITS.max_body_bytes:,} bytes"
+    request = urllib.request.Request(f"{server.url}/predict", data=body, headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 413 and json.loads(refused.value.read())["detail"].startswith(sentence)
+    answer = httpx.post(f"{server.url}/predict", content=body, timeout=60)
+    assert answer.status_code == 413 and answer.json()["detail"].startswith(sentence)
+    if shutil.which("curl"):
+        (tmp_path / "body.json").write_bytes(body)
+        curl = subprocess.run(["curl", "-s", "-w", "\\n%{http_code}", "--data-binary", f"@{tmp_path / 'body.json'}",
+                               "-H", "Content-Type: application/json", f"{server.url}/predict"],
+                              capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        text, status = curl.stdout.rsplit("\n", 1)
+        assert status == "413" and json.loads(text)["detail"].startswith(sentence)
+    assert '/predict" 413 ' in server.output()  # each in the access log
+
+
+def test_headers_over_the_limit_get_431(server: ServeProcess) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 20_000 + b"\r\n\r\n")
+        assert connection.recv(1024).startswith(b"HTTP/1.1 431 ")
+
+
+def test_sigterm_while_a_picture_decodes_answers_it_and_leaves_no_process_traceback_or_file(
+    trained_checkpoint: Path, tmp_path: Path
+) -> None:
+    """The request in flight gets an answer (its digit, or 503 once the grace period is over), then everything ends
+    and the temporary directory holds nothing of the server's."""
+    access_log = tmp_path / "access.log"
+    body = json.dumps({"image": base64.b64encode(large_png(5000)).decode()}).encode()
+    with ServeProcess(trained_checkpoint, "--access_log", str(access_log)) as server:
+        answers = []
+        sender = threading.Thread(target=lambda: answers.append(post(server.port, body)))
+        sender.start()
+        time.sleep(0.3)  # the picture is on its way to a decoder (about a second of work)
+        server.stop(signal.SIGTERM)
+        sender.join(30)
+        assert len(answers) == 1 and answers[0][0] in (200, 503)
+        assert answers[0][0] == 200 or answers[0][1]["detail"] == "the server is stopping; retry in a moment"
+        assert server.process.returncode == 0 and server.processes() == []
+        output = server.output()
+        assert server.left_in_temporary() == []
+    assert "Traceback" not in output and "Error" not in output
+    logged = access_log.read_text()
+    assert '"POST /predict" ' in logged and '"GET /health" 200 ' in logged
+    assert '"GET /health"' not in output  # the log went to the file, not to stderr
+
+
+def test_access_log_off_writes_nothing_and_a_file_that_cannot_be_written_is_refused(
+    trained_checkpoint: Path, capsys: pytest.CaptureFixture
+) -> None:
+    start_access_log("off")
+    assert not ACCESS_LOG.isEnabledFor(logging.INFO) and not ACCESS_LOG.handlers
+    start_access_log("stderr")
+    assert ACCESS_LOG.isEnabledFor(logging.INFO) and len(ACCESS_LOG.handlers) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--ckpt_path", str(trained_checkpoint), "--access_log", "/nonexistent/folder/access.log"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith("error: --access_log /nonexistent/folder/access.log: cannot append")
+
+
 @pytest.mark.parametrize(("signum", "whole_group"), [(signal.SIGTERM, False), (signal.SIGINT, True)])
 def test_sigterm_or_ctrl_c_ends_the_server_and_every_process_it_started(
     trained_checkpoint: Path, digit_pngs, signum: int, whole_group: bool
@@ -113,3 +194,21 @@ def test_without_the_deploy_extra_serve_says_which_extra_to_install(
     assert exit_info.value.code == 1
     error = capsys.readouterr().err
     assert error.startswith("error: serve needs litserve") and 'pip install -e ".[deploy]"' in error
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        ([], "the checkpoints' file names repeat a name (last last): name each network"),
+        (["--names", "dense"], "--names gives 1 names for 2 checkpoints"),
+        (["--names", "dense", "dense"], "--names repeat a name (dense dense)"),
+        (["--names", "dense", "my conv"], "--names: 'my conv' is not a plain name"),
+    ],
+)
+def test_several_checkpoints_need_distinct_plain_names(
+    trained_checkpoint: Path, small_checkpoint: Path, capsys: pytest.CaptureFixture, names: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--ckpt_path", str(trained_checkpoint), str(small_checkpoint), *names])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith(f"error: {message}")

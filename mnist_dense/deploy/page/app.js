@@ -1,10 +1,15 @@
-// The drawing page: strokes on a canvas, POST /predict with the canvas as a PNG data: URL, and the answer shown.
+// The drawing page: strokes on a canvas, POST /predict with the canvas as a PNG data: URL, and each network's answer.
 "use strict";
 
 const pad = document.getElementById("pad");
 const ink = pad.getContext("2d");
 const statusLine = document.getElementById("status");
 const answer = document.getElementById("answer");
+const asDrawn = document.getElementById("as-drawn");
+const CAPTIONS = {
+  mnist: "your drawing in 28x28 pixels, cropped to the ink, scaled to fit 20x20 and centred by its mass, as MNIST's digits were made.",
+  asDrawn: "your drawing in 28x28 pixels, the whole pad scaled down, the ink where you drew it: not how MNIST's digits were made.",
+};
 let drawing = false;
 let drawn = false;
 
@@ -55,7 +60,14 @@ document.getElementById("clear").addEventListener("click", () => {
   setStatus("");
 });
 
-document.getElementById("predict").addEventListener("click", async () => {
+document.getElementById("predict").addEventListener("click", predict);
+
+// A new choice of preparation asks again for the drawing already answered.
+asDrawn.addEventListener("change", () => {
+  if (drawn && !answer.hidden) predict();
+});
+
+async function predict() {
   if (!drawn) {
     setStatus("Draw a digit first.", true);
     return;
@@ -66,7 +78,7 @@ document.getElementById("predict").addEventListener("click", async () => {
     const response = await fetch("/predict", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ image: pad.toDataURL("image/png") }),
+      body: JSON.stringify({ image: pad.toDataURL("image/png"), as_drawn: asDrawn.checked }),
     });
     const body = await response.json();
     if (!response.ok) {
@@ -80,33 +92,59 @@ document.getElementById("predict").addEventListener("click", async () => {
     answer.hidden = true;
     setStatus(`No answer from the server: ${error}`, true);
   }
-});
+}
 
+// One network answers {digit, probabilities, ...}; several answer {answers: [{network, digit, ...}, ...]}.
 function show(body) {
-  document.getElementById("digit").textContent = body.digit;
-  document.getElementById("probability").textContent = `(probability ${(100 * body.probability).toFixed(1)}%)`;
-  const bars = document.getElementById("bars");
-  bars.replaceChildren(
-    ...body.probabilities.map((p, digit) => {
-      const row = document.createElement("li");
-      row.dataset.digit = digit;
-      row.dataset.probability = p;
-      row.classList.toggle("best", digit === body.digit);
-      const label = document.createElement("span");
-      label.textContent = digit;
-      const bar = document.createElement("span");
-      bar.className = "bar";
-      bar.style.width = `${100 * p}%`;
-      const track = document.createElement("span");
-      track.className = "track";
-      track.append(bar);
-      const value = document.createElement("span");
-      value.className = "value";
-      value.textContent = `${(100 * p).toFixed(1)}%`;
-      row.append(label, track, value);
-      return row;
-    }),
-  );
+  const answers = body.answers ?? [body];
+  document.getElementById("networks").replaceChildren(...answers.map(networkAnswer));
   document.getElementById("prepared").src = body.prepared;
+  const seen = answers.length > 1 ? "What the networks saw" : "What the network saw";
+  document.getElementById("caption").textContent = `${seen}: ${asDrawn.checked ? CAPTIONS.asDrawn : CAPTIONS.mnist}`;
   answer.hidden = false;
+}
+
+function networkAnswer(answer) {
+  const section = document.createElement("section");
+  section.className = "network";
+  if (answer.network) {
+    section.dataset.network = answer.network;
+    const name = document.createElement("h2");
+    name.textContent = answer.network;
+    section.append(name);
+  }
+  const digit = document.createElement("p");
+  digit.className = "digit";
+  const value = document.createElement("output");
+  value.className = "digit-value";
+  value.textContent = answer.digit;
+  const probability = document.createElement("span");
+  probability.textContent = `(probability ${(100 * answer.probability).toFixed(1)}%)`;
+  digit.append("It is a ", value, " ", probability);
+  const bars = document.createElement("ol");
+  bars.className = "bars";
+  bars.start = 0;
+  bars.replaceChildren(...answer.probabilities.map((p, d) => bar(p, d, d === answer.digit)));
+  section.append(digit, bars);
+  return section;
+}
+
+function bar(p, digit, best) {
+  const row = document.createElement("li");
+  row.dataset.digit = digit;
+  row.dataset.probability = p;
+  row.classList.toggle("best", best);
+  const label = document.createElement("span");
+  label.textContent = digit;
+  const fill = document.createElement("span");
+  fill.className = "bar";
+  fill.style.width = `${100 * p}%`;
+  const track = document.createElement("span");
+  track.className = "track";
+  track.append(fill);
+  const shown = document.createElement("span");
+  shown.className = "value";
+  shown.textContent = `${(100 * p).toFixed(1)}%`;
+  row.append(label, track, shown);
+  return row;
 }

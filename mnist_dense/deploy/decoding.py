@@ -1,0 +1,328 @@
+"""`serve`'s pictures are decoded and prepared in a pool of processes, never on the HTTP event loop.
+
+A request's body goes to a free decoder process as it came (JSON parsing and base64 too cost time in proportion
+to the body), and comes back as the prepared 28x28 digit or as the one-sentence refusal. Each picture has a time
+budget (a decoder that runs over is ended and replaced) and a memory budget (the decoder's address space is
+capped); a picture over `large_picture_pixels` may only use all decoders but one, so that small pictures always
+find one; when no decoder is free within a short wait the answer is 503 with Retry-After, never an unbounded
+queue. Decoders are forked from a forkserver that has imported torch and Pillow once (`decoder_preload`): a
+replacement starts in milliseconds and shares those pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import io
+import json
+import multiprocessing
+import os
+import resource
+import signal
+import socket
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from fastapi import HTTPException
+from PIL import Image
+
+from mnist_dense.deploy.limits import ServiceLimits
+from mnist_dense.pictures import PictureError, PictureMemoryError, prepare_picture
+
+REQUEST_EXAMPLE = '{"image": "<base64 PNG or JPEG, or a data: URL>"}'
+JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+              bool: "true or false", type(None): "null"}  # fmt: skip
+START_TIMEOUT_S = 120  # a decoder forks from the forkserver; the forkserver's first start imports torch
+# Frames between the HTTP process and a decoder: a job is a 4-byte length and the body; an answer is one kind byte,
+# a 4-byte length and its payload. A decoder that meets a large picture asks first (LARGE) and waits for one byte.
+READY, DIGIT, REFUSED, LARGE, BUSY, OUT_OF_MEMORY = b"R", b"D", b"E", b"L", b"B", b"M"
+
+
+class RequestError(ValueError):
+    """A request body that holds no usable picture: the status and the one sentence that says why."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class DecodersBusy(Exception):
+    """The decoders' share for large pictures is taken."""
+
+
+def picture_bytes(value: Any) -> bytes:
+    """The request's `image`: base64, or a data: URL holding base64 -> the picture file's bytes."""
+    if not isinstance(value, str):
+        kind = JSON_TYPES.get(type(value), "not a string")
+        raise ValueError(f"image must be a string (a picture in base64, or a data: URL), not {kind}")
+    text = value.strip()
+    if text[:5].lower() == "data:":
+        header, _, text = text.partition(",")
+        if not header.lower().endswith(";base64"):
+            raise ValueError("image is a data: URL but not base64 (expected data:image/png;base64,...)")
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            "image is not valid base64 (send the picture's bytes base64-encoded, or a data: URL)"
+        ) from None
+
+
+def request_picture(body: bytes) -> tuple[bytes, bool]:
+    """The body of `POST /predict` -> the picture file's bytes and `as_drawn`, or `RequestError` with the sentence
+    for the client. `"as_drawn": true` asks for the whole picture scaled to 28x28 instead of MNIST's preparation."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+        raise RequestError(400, f"the body is not JSON; send {REQUEST_EXAMPLE}") from None
+    if not isinstance(payload, dict):
+        raise RequestError(400, f"the body must be a JSON object (Content-Type: application/json): {REQUEST_EXAMPLE}")
+    if "image" not in payload:
+        raise RequestError(422, f"no 'image' field in the body; send {REQUEST_EXAMPLE}")
+    as_drawn = payload.get("as_drawn", False)
+    if not isinstance(as_drawn, bool):
+        raise RequestError(422, f"as_drawn must be true or false, not {JSON_TYPES.get(type(as_drawn), 'that')}")
+    try:
+        return picture_bytes(payload["image"]), as_drawn
+    except ValueError as err:
+        raise RequestError(422, str(err)) from None
+
+
+# The decoder process.
+
+
+def run_decoder(connection: socket.socket, memory_mb: int, large_pixels: int) -> None:
+    """A decoder's life: warm up, cap its memory, then answer jobs until the HTTP process closes the connection."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the HTTP process stops decoders
+    warnings.simplefilter("ignore")  # Pillow's warnings about a client's file ("Corrupt EXIF data") are not the log's
+    torch.set_num_threads(1)  # one picture a process; the pool is sized to the cores
+    prepare_picture(warm_up_picture())  # lazy imports and allocations happen before the memory cap
+    cap_memory(memory_mb)
+    with contextlib.suppress(ConnectionError):  # the HTTP process has gone: so does the decoder, quietly
+        connection.sendall(READY)
+        while (size := receive_exactly(connection, 4)) is not None:
+            body = receive_exactly(connection, int.from_bytes(size, "big")) or b""
+            kind, payload = answer_job(connection, body, large_pixels)
+            connection.sendall(kind + len(payload).to_bytes(4, "big") + payload)
+
+
+def answer_job(connection: socket.socket, body: bytes, large_pixels: int) -> tuple[bytes, bytes]:
+    def ask_for_large(width: int, height: int) -> None:
+        if width * height > large_pixels:
+            connection.sendall(LARGE + bytes(4))
+            if receive_exactly(connection, 1) != b"Y":
+                raise DecodersBusy
+
+    try:
+        picture, as_drawn = request_picture(body)
+        return DIGIT, prepare_picture(picture, admit=ask_for_large, as_drawn=as_drawn).numpy().tobytes()
+    except DecodersBusy:
+        return BUSY, b""
+    except (PictureMemoryError, MemoryError):
+        return OUT_OF_MEMORY, b""
+    except RequestError as err:
+        return REFUSED, err.status.to_bytes(2, "big") + str(err).encode()
+    except PictureError as err:
+        return REFUSED, (422).to_bytes(2, "big") + str(err).encode()
+    except Exception:  # a fault of the server's own, not of the picture: in its log, and the decoder goes on
+        traceback.print_exc()
+        return REFUSED, (500).to_bytes(2, "big") + b"the server failed while preparing the picture (see its log)"
+
+
+def receive_exactly(connection: socket.socket, size: int) -> bytes | None:
+    """`size` bytes, or None when the other side has closed the connection."""
+    parts, left = [], size
+    while left:
+        part = connection.recv(min(left, 1 << 20))
+        if not part:
+            return None
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def warm_up_picture() -> bytes:
+    picture = Image.new("L", (28, 28))
+    picture.paste(255, (12, 4, 16, 24))
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def cap_memory(extra_mb: int) -> None:
+    """Cap the address space at what the decoder uses now plus `extra_mb`: beyond, allocations fail (MemoryError).
+
+    Linux only (/proc); elsewhere the time budget is the only guard.
+    """
+    statm = Path("/proc/self/statm")
+    if not statm.exists():
+        return
+    used = int(statm.read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+    limit = used + extra_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+
+
+# The HTTP process' side.
+
+
+class Decoder:
+    """One decoder process and the HTTP process' end of its connection."""
+
+    def __init__(self, process, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.process, self.reader, self.writer = process, reader, writer
+
+    @classmethod
+    async def start(cls, limits: ServiceLimits) -> Decoder:
+        ours, theirs = socket.socketpair()
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["mnist_dense.deploy.decoder_preload"])  # imported once for every decoder
+        process = context.Process(
+            target=run_decoder,
+            args=(theirs, limits.decode_memory_mb, limits.large_picture_pixels),
+            name="picture-decoder",
+            daemon=True,
+        )
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, process.start)  # forking blocks for milliseconds (the first time, seconds)
+        theirs.close()
+        reader, writer = await asyncio.open_connection(sock=ours, limit=1 << 16)
+        decoder = cls(process, reader, writer)
+        try:
+            if await asyncio.wait_for(reader.readexactly(1), START_TIMEOUT_S) != READY:
+                raise RuntimeError("a picture decoder started wrongly")
+        except BaseException:
+            await decoder.end()
+            raise
+        return decoder
+
+    async def run(self, body: bytes, grant_large: Callable[[], bool]) -> tuple[bytes, bytes]:
+        """Send the job, answer the decoder's question about a large picture, return (kind, payload)."""
+        self.writer.write(len(body).to_bytes(4, "big"))
+        self.writer.write(body)
+        await self.writer.drain()
+        while True:
+            kind = await self.reader.readexactly(1)
+            payload = await self.reader.readexactly(int.from_bytes(await self.reader.readexactly(4), "big"))
+            if kind != LARGE:
+                return kind, payload
+            self.writer.write(b"Y" if grant_large() else b"N")
+            await self.writer.drain()
+
+    async def end(self, grace_s: float = 0.0) -> None:
+        """Close the connection (the decoder then exits), give it `grace_s`, then kill it."""
+        self.writer.close()
+
+        def wait_or_kill() -> None:
+            self.process.join(grace_s)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(5)
+
+        await asyncio.get_running_loop().run_in_executor(None, wait_or_kill)
+
+
+class PicturePool:
+    """`await pool.prepare(body)` -> the prepared digit's 784 bytes, or an HTTPException with the sentence to send."""
+
+    def __init__(self, limits: ServiceLimits) -> None:
+        self.limits = limits
+        self.decoders: set[Decoder] = set()
+        self.idle: list[Decoder] = []
+        self.free: asyncio.Semaphore | None = None  # counts idle decoders; made on the event loop that serves
+        self.large_share, self.large_busy = max(1, limits.decoders - 1), 0
+        self.replacing: set[asyncio.Task] = set()
+        self.stopping = False
+
+    async def start(self) -> None:
+        self.free = asyncio.Semaphore(0)
+        decoders = await asyncio.gather(*(Decoder.start(self.limits) for _ in range(self.limits.decoders)))
+        self.decoders.update(decoders)
+        for decoder in decoders:
+            self.put_back(decoder)
+
+    async def stop(self) -> None:
+        """Every decoder ends: idle ones at once, one still decoding after at most a second."""
+        self.stopping = True
+        await asyncio.gather(*self.replacing, return_exceptions=True)  # they end their decoder and start none
+        await asyncio.gather(*(decoder.end(grace_s=1.0) for decoder in self.decoders))
+        self.decoders.clear()
+        self.idle.clear()
+
+    def put_back(self, decoder: Decoder) -> None:
+        self.idle.append(decoder)
+        self.free.release()
+
+    def replace(self, decoder: Decoder) -> None:
+        """End a decoder whose state is unknown (over time, crashed, cancelled) and start another in the background."""
+        self.decoders.discard(decoder)
+
+        async def replacement() -> None:
+            await decoder.end()
+            if not self.stopping:
+                started = await Decoder.start(self.limits)
+                self.decoders.add(started)
+                if not self.stopping:
+                    self.put_back(started)
+
+        task = asyncio.get_running_loop().create_task(replacement())
+        self.replacing.add(task)
+        task.add_done_callback(self.replacing.discard)
+
+    async def prepare(self, body: bytes) -> bytes:
+        retry = {"Retry-After": str(self.limits.retry_after_s)}
+        try:
+            await asyncio.wait_for(self.free.acquire(), self.limits.decoder_wait_s)
+        except asyncio.TimeoutError:
+            raise HTTPException(
+                503, f"every picture decoder is busy; retry in {self.limits.retry_after_s} s", headers=retry
+            ) from None
+        decoder, holds_large, healthy = self.idle.pop(), False, False
+
+        def grant_large() -> bool:
+            nonlocal holds_large
+            holds_large = self.large_busy < self.large_share
+            self.large_busy += holds_large
+            return holds_large
+
+        try:
+            kind, payload = await asyncio.wait_for(decoder.run(body, grant_large), self.limits.decode_time_s)
+            healthy = True
+        except asyncio.TimeoutError:
+            raise HTTPException(
+                422,
+                f"decoding the picture took more than {self.limits.decode_time_s:g} s, the most a picture may take"
+                " here: send a smaller picture, or save it again as an ordinary PNG or JPEG",
+            ) from None
+        except (asyncio.IncompleteReadError, ConnectionError):
+            raise HTTPException(
+                422, "the decoder stopped while reading the picture: the file is damaged; send another file"
+            ) from None
+        finally:
+            self.large_busy -= holds_large
+            if healthy:
+                self.put_back(decoder)
+            else:
+                self.replace(decoder)
+        if kind == DIGIT:
+            return payload
+        if kind == REFUSED:
+            raise HTTPException(int.from_bytes(payload[:2], "big"), payload[2:].decode())
+        if kind == OUT_OF_MEMORY:
+            raise HTTPException(
+                422,
+                f"decoding the picture needs more than the {self.limits.decode_memory_mb:,} MB of memory a picture"
+                " may use here: send a smaller picture",
+            )
+        raise HTTPException(
+            503,
+            f"the decoders for pictures over {self.limits.large_picture_pixels:,} pixels are busy; retry in"
+            f" {self.limits.retry_after_s} s, or send a smaller picture (a digit needs a few hundred pixels a side)",
+            headers=retry,
+        )

@@ -1,0 +1,52 @@
+"""Every size and time a client of `serve` controls, in one place; the README's serving section lists them.
+
+The picture guards that `predict` shares (25,000,000 pixels, 100 JPEG scans) are in `mnist_dense.pictures`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """What one client may make the service hold: bytes, seconds, connections, decoders. Beyond, a 4xx or 5xx."""
+
+    # 413 beyond. A 12-megapixel phone JPEG (3-8 MB) is up to about 11 MB as base64 JSON.
+    max_body_bytes: int = 16_000_000
+    # A body over the limit is still read (and dropped) up to this, so that clients which send the whole body
+    # before they read (Python's urllib) get the 413 and its sentence; a larger one is answered and cut off.
+    drain_bytes: int = 64_000_000
+    # The request line and the headers together, and the number of headers: 431 beyond.
+    max_header_bytes: int = 16_384
+    max_headers: int = 100
+    # The request line and headers must arrive within this of the connection opening or of the previous answer,
+    # the whole body within `body_timeout_s` of the headers: 408 and the connection closed.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    # An idle keep-alive connection is closed after this.
+    keep_alive_s: int = 5
+    # A request on a connection beyond this many open ones gets 503 and the connection is closed.
+    max_connections: int = 100
+    # Pictures are decoded in this many processes, never on the HTTP event loop.
+    decoders: int = field(default_factory=lambda: max(2, available_cores()))
+    # Pictures over this many pixels may occupy all decoders but one, so that small ones (a drawing, a photo of one
+    # digit) always find one; a large picture beyond that share gets 503 at once.
+    large_picture_pixels: int = 2_000_000
+    # A request waits at most this for a free decoder: 503 with Retry-After (`retry_after_s`) beyond.
+    decoder_wait_s: float = 0.5
+    retry_after_s: int = 1
+    # To decode and prepare one picture, and the memory a decoder may add for it: 422 beyond (a decoder that ran
+    # out of time is ended and replaced).
+    decode_time_s: float = 5.0
+    decode_memory_mb: int = 512
+    # On SIGTERM or Ctrl-C the server stops accepting and lets requests in flight finish for this long.
+    stop_grace_s: float = 2.0
+
+
+LIMITS = ServiceLimits()

@@ -1,0 +1,238 @@
+"""The HTTP limits of `serve` against a real uvicorn on 127.0.0.1, with small limits so that each case takes a second.
+
+The server is uvicorn with `serve`'s protocol and options (`uvicorn_options`) in a thread, serving a small FastAPI
+app behind `RequestGuard`: the same layers as `serve`, without a model. Clients are raw sockets (to send what no
+library sends), Python's urllib and httpx.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from benchmarks.serve_process import free_port
+from mnist_dense.deploy.digit_api import uvicorn_options
+from mnist_dense.deploy.http_guard import ACCESS_LOG, RequestGuard
+from mnist_dense.deploy.limits import ServiceLimits
+
+pytestmark = pytest.mark.slow
+
+LIMITS = ServiceLimits(max_body_bytes=10_000, drain_bytes=100_000, max_header_bytes=2048, max_headers=10,
+                       header_timeout_s=0.5, body_timeout_s=0.5, keep_alive_s=1, max_connections=4)  # fmt: skip
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def server():
+    app = FastAPI()
+
+    @app.post("/echo")
+    async def echo(request: Request) -> JSONResponse:
+        return JSONResponse({"received": len(await request.body())})
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        return JSONResponse("ok")
+
+    app.add_middleware(RequestGuard, limits=LIMITS)
+    port = free_port()
+    options = uvicorn_options(LIMITS)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off", **options)
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not running.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield port
+    running.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def log():
+    lines = Lines()
+    ACCESS_LOG.addHandler(lines)
+    ACCESS_LOG.setLevel(logging.INFO)
+    yield lines.lines
+    ACCESS_LOG.removeHandler(lines)
+
+
+def exchange(port: int, *parts: bytes, pause: float = 0.0, wait: float = 10.0) -> tuple[bytes, bool]:
+    """Send the parts (pausing between them), read until the server closes or `wait` passes.
+
+    Returns what came back and whether the server closed the connection (rather than the client giving up).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as connection:
+        for part in parts:
+            connection.sendall(part)
+            time.sleep(pause)
+        received = b""
+        try:
+            while chunk := connection.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+        except TimeoutError:
+            return received, False
+        return received, True
+
+
+def parsed(response: bytes) -> tuple[int, dict, dict]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, json.loads(body) if body else {}
+
+
+def test_headers_over_the_size_limit_get_431(server: int, log) -> None:
+    response, _ = exchange(server, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2100 + b"\r\n\r\n")
+    status, headers, body = parsed(response)
+    assert status == 431 and body["detail"] == "the request line and headers are over 2,048 bytes"
+    assert headers["connection"] == "close"
+    assert len(log) == 1 and '"GET /health" 431 ' in log[0]
+
+
+def test_the_header_size_limit_holds_for_each_request_of_a_keep_alive_connection(server: int) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server, timeout=10)
+    statuses, sockets = [], set()
+    for fill in (1900, 1900, 2100):  # the request line and headers come to about 1,950 and 2,150 bytes
+        connection.request("GET", "/health", headers={"X-Fill": "a" * fill})
+        sockets.add(id(connection.sock))
+        response = connection.getresponse()
+        statuses.append(response.status)
+        response.read()
+    assert statuses == [200, 200, 431] and len(sockets) == 1
+
+
+def test_more_headers_than_the_limit_get_431(server: int) -> None:
+    many = b"".join(b"X-%d: 1\r\n" % i for i in range(11))
+    status, _, body = parsed(exchange(server, b"GET /health HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")[0])
+    assert status == 431 and body["detail"] == "the request has more than 10 headers"
+    ten = b"Host: x\r\nConnection: close\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(8))
+    assert parsed(exchange(server, b"GET /health HTTP/1.1\r\n" + ten + b"\r\n")[0])[0] == 200
+
+
+def test_headers_that_trickle_in_get_408_and_the_connection_is_closed(server: int) -> None:
+    status, _, body = parsed(exchange(server, b"GET /health HTTP/1.1\r\n", b"Host: x\r\n", pause=0.3)[0])
+    assert status == 408 and body["detail"] == "the request's headers did not arrive within 0.5 s"
+
+
+def test_a_connection_that_sends_nothing_is_closed_without_an_answer_or_a_log_line(server: int, log) -> None:
+    assert exchange(server) == (b"", True)  # closed by the server after its 0.5 s, long before the client's 10 s
+    assert log == []
+
+
+def test_a_body_that_stops_arriving_gets_408(server: int) -> None:
+    response, _ = exchange(server, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+    status, _, body = parsed(response)
+    assert status == 408 and body["detail"] == "the body did not arrive within 0.5 s"
+
+
+def test_the_body_limit_is_exact(server: int) -> None:
+    with httpx.Client(base_url=f"http://127.0.0.1:{server}") as client:
+        assert client.post("/echo", content=b"x" * 10_000).json() == {"received": 10_000}
+        over = client.post("/echo", content=b"x" * 10_001)
+        assert over.status_code == 413 and over.json()["detail"].startswith("the body is over 10,000 bytes; send a")
+        assert client.post("/echo", content=b"x").json() == {"received": 1}  # the connection was kept: body read
+
+
+def test_a_body_over_the_limit_gets_the_413_sentence_through_urllib(server: int) -> None:
+    """urllib sends the whole body before it reads: the server reads it to the end before answering."""
+    request = urllib.request.Request(f"http://127.0.0.1:{server}/echo", data=b"x" * 90_000, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 413
+    assert json.loads(refused.value.read())["detail"].startswith("the body is over 10,000 bytes")
+
+
+def test_a_body_over_the_limit_gets_the_413_through_httpx_streamed_in_chunks(server: int) -> None:
+    with httpx.Client(base_url=f"http://127.0.0.1:{server}") as client:
+        over = client.post("/echo", content=iter([b"x" * 9_000] * 8))  # no Content-Length: chunked
+        assert over.status_code == 413 and "over 10,000 bytes" in over.json()["detail"]
+
+
+def test_expect_100_continue_gets_the_413_before_sending_the_body(server: int) -> None:
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 90000\r\nExpect: 100-continue\r\n\r\n"
+    status, headers, body = parsed(exchange(server, head)[0])  # the body is never sent
+    assert status == 413 and headers["connection"] == "close" and "over 10,000 bytes" in body["detail"]
+
+
+def test_a_body_beyond_the_drain_bound_is_answered_and_cut_off(server: int) -> None:
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n"
+    status, headers, _ = parsed(exchange(server, head)[0])
+    assert status == 413 and headers["connection"] == "close"
+
+
+def test_connections_beyond_the_limit_get_503_with_retry_after(server: int) -> None:
+    idle = [socket.create_connection(("127.0.0.1", server)) for _ in range(4)]
+    try:
+        time.sleep(0.1)
+        status, headers, body = parsed(exchange(server, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")[0])
+        assert status == 503 and headers["retry-after"] == "1" and "more than 4 connections" in body["detail"]
+    finally:
+        for connection in idle:
+            connection.close()
+    time.sleep(0.1)
+    assert parsed(exchange(server, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0])[0] == 200
+
+
+def test_a_keep_alive_connection_serves_several_requests_then_is_closed_when_idle(server: int) -> None:
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    response, closed_by_server = exchange(server, request, request, pause=0.2)
+    assert response.count(b"HTTP/1.1 200 OK") == 2 and closed_by_server  # the client would have waited 10 s
+
+
+def test_a_request_that_is_not_http_gets_400(server: int) -> None:
+    status, _, body = parsed(exchange(server, b"NOT HTTP AT ALL\r\n\r\n")[0])
+    assert status == 400 and body["detail"] == "the request is not valid HTTP/1.1"
+
+
+def test_every_answer_says_nosniff_and_has_a_content_security_policy(server: int) -> None:
+    answers = [
+        exchange(server, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0],
+        exchange(server, b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0],
+        exchange(server, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\nExpect: 100-continue\r\n\r\n")[0],
+        exchange(server, b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n")[0],
+    ]
+    assert [parsed(answer)[0] for answer in answers] == [200, 404, 413, 431]
+    for answer in answers:
+        headers = parsed(answer)[1]
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+        assert "server" not in headers
+
+
+def test_the_access_log_has_one_line_per_request_and_never_the_body(server: int, log) -> None:
+    with httpx.Client(base_url=f"http://127.0.0.1:{server}") as client:
+        client.post("/echo", content=b"SECRET-PICTURE" * 10)
+        client.post("/echo", content=b"x" * 20_000)
+        client.get("/health%0Aforged 200 line")
+    assert len(log) == 3
+    fields = log[0].split()
+    assert fields[0].endswith("Z") and fields[1].startswith("127.0.0.1:")
+    assert log[0].split(" ", 2)[2].startswith('"POST /echo" 200 ') and log[0].endswith("in=140 out=16")
+    assert '"POST /echo" 413 ' in log[1] and "in=20000" in log[1]
+    assert '"GET /health\\x0aforged\\x20200\\x20line" 404 ' in log[2]  # no forged line: control characters escaped
+    assert not any("SECRET" in line for line in log)
