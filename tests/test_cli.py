@@ -38,6 +38,7 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.Comp
         ("--model.lr", "0"),
         ("--model.hidden", "0"),
         ("--data.normalization", "zscore"),
+        ("--threads", "0"),
     ],
 )
 def test_nonsense_values_are_refused_at_parse_time(flag: str, value: str, capsys: pytest.CaptureFixture) -> None:
@@ -203,6 +204,25 @@ def test_the_progress_bar_redraws_every_20_steps_unless_you_say_otherwise(
     callbacks = yaml.safe_load((tmp_path / "version_0" / "config.yaml").read_text())["trainer"]["callbacks"] or []
     bars = [c for c in callbacks if c["class_path"].endswith("TQDMProgressBar")]
     assert [bar["init_args"]["refresh_rate"] for bar in bars] == expected
+
+
+@pytest.mark.parametrize(("flag", "expected"), [([], 2), (["--threads", "1"], 1)], ids=["default", "threads-1"])
+def test_threads_is_what_the_run_computes_with_and_its_config_records_and_the_caller_keeps_its_own(
+    flag: list[str], expected: int, tiny_mnist: Path, tmp_path: Path
+) -> None:
+    seen = tmp_path / "threads.txt"
+    callers = torch.get_num_threads()
+    torch.set_num_threads(2)  # the caller's own count, which the default keeps (torch's default on 2 cores)
+    try:
+        main(["fit", "--data.data_dir", str(tiny_mnist), "--data.val_size", "100", "--trainer.max_steps", "3",
+              "--trainer.enable_progress_bar", "false", "--test_after_fit", "false", "--trainer.default_root_dir",
+              str(tmp_path), "--trainer.callbacks+=tests.helpers.ThreadsSeen", "--trainer.callbacks.path", str(seen),
+              *flag])  # fmt: skip
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(callers)
+    assert seen.read_text().split() == [str(expected)] * 3
+    assert yaml.safe_load((tmp_path / "version_0" / "config.yaml").read_text())["threads"] == expected
 
 
 @pytest.mark.parametrize("nvml_loads", [True, False])
