@@ -225,6 +225,14 @@ def test_threads_is_what_the_run_computes_with_and_its_config_records_and_the_ca
     assert yaml.safe_load((tmp_path / "version_0" / "config.yaml").read_text())["threads"] == expected
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("collecting", [True, False])
+def test_importing_the_package_leaves_the_callers_garbage_collector_as_it_was(collecting: bool) -> None:
+    probe = f"import gc; gc.enable() if {collecting} else gc.disable(); import mnist_dense; print(gc.isenabled())"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == str(collecting), done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("nvml_loads", [True, False])
 def test_lightnings_nvml_check_stays_only_where_nvml_loads(nvml_loads: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     import ctypes
