@@ -2,13 +2,14 @@
 
 Each run is a separate process, started as a user would start it:
   (a) `python -m mnist_dense fit`, progress bar on (its output goes to the run's log file; TQDM still
-      redraws it every 20 steps), with an epoch timer and time marks added by `--trainer.callbacks+=` (they do
-      not change what is computed),
+      redraws it every 20 steps), with an epoch timer added by `--trainer.callbacks+=` (it does not
+      change what is computed),
   (b) `python -m benchmarks.baselines usual-port`,
   (c) `python -m benchmarks.baselines plain-loop`,
   (d) `python -m benchmarks.keras_tutorial`: the tutorial's Keras program, with the interpreter of
       `--keras_python` (default: this one, when it can import tensorflow; otherwise (d) is left out with a line
       saying how to add it),
+and (a) with `benchmarks.baselines.ProcessMarks` added the same way (time marks, nothing computed differently),
 in the order a, b, c, d, a, b, c, d, ... for `--repeats` rounds, so that a busy machine slows all of them
 alike. Reported: median and fastest training seconds per epoch (the fastest is what a run costs when
 nothing else interferes) and the CPU seconds of those epochs (they move far less than the wall clock

@@ -121,9 +121,6 @@ class MNISTDenseCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        config.threads = torch.get_num_threads()  # recorded in config.yaml
         if config.data.val_size == 0 and config.checkpoint.monitor == "val_acc":
             # No validation set: keep the latest epoch as "best", like the tutorial keeps its final model.
             config.checkpoint.monitor = None
@@ -145,6 +142,14 @@ class MNISTDenseCLI(LightningCLI):
         if self.trainer.is_global_zero and results:
             count = self.model.test_images
             print(f"Test accuracy: {100 * results[0]['test_acc']:.2f}% on {count:,} images ({best or 'final weights'})")
+
+    def instantiate_classes(self) -> None:
+        """`--threads` first, so that everything is built and run with it; config.yaml records the count used."""
+        config = self.config[self.subcommand]
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        config.threads = torch.get_num_threads()
+        super().instantiate_classes()
 
 
 # Subcommands that are not Trainer methods: each module has its own `main(args)`.

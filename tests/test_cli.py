@@ -206,6 +206,22 @@ def test_the_progress_bar_redraws_every_20_steps_unless_you_say_otherwise(
     assert [bar["init_args"]["refresh_rate"] for bar in bars] == expected
 
 
+@pytest.mark.parametrize("nvml_loads", [True, False])
+def test_lightnings_nvml_check_stays_only_where_nvml_loads(nvml_loads: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+
+    from mnist_dense.cli import skip_failing_nvml_check
+
+    def cdll(name: str):
+        if not nvml_loads:
+            raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # as `import lightning` sets it
+    skip_failing_nvml_check()
+    assert (os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1") is nvml_loads
+
+
 @pytest.mark.parametrize(("flag", "expected"), [([], 2), (["--threads", "1"], 1)], ids=["default", "threads-1"])
 def test_threads_is_what_the_run_computes_with_and_its_config_records_and_the_caller_keeps_its_own(
     flag: list[str], expected: int, tiny_mnist: Path, tmp_path: Path
@@ -231,19 +247,3 @@ def test_importing_the_package_leaves_the_callers_garbage_collector_as_it_was(co
     probe = f"import gc; gc.enable() if {collecting} else gc.disable(); import mnist_dense; print(gc.isenabled())"
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.stdout.strip() == str(collecting), done.stderr[-2000:]
-
-
-@pytest.mark.parametrize("nvml_loads", [True, False])
-def test_lightnings_nvml_check_stays_only_where_nvml_loads(nvml_loads: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ctypes
-
-    from mnist_dense.cli import skip_failing_nvml_check
-
-    def cdll(name: str):
-        if not nvml_loads:
-            raise OSError(f"{name}: cannot open shared object file")
-
-    monkeypatch.setattr(ctypes, "CDLL", cdll)
-    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # as `import lightning` sets it
-    skip_failing_nvml_check()
-    assert (os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1") is nvml_loads
