@@ -37,7 +37,7 @@ clean: ## Remove run outputs and decompressed data (keeps .venv)
 	rm -rf runs lightning_logs .pytest_cache
 	rm -f data/MNIST/raw/*-ubyte
 
-bench: $(INSTALLED) ## fit vs the usual port and a plain loop, against the issue's targets; runs/bench/latest.md (ARGS="--threads 1" on a busy machine)
+bench: $(INSTALLED) ## fit vs the usual port, a plain loop and the tutorial's Keras program (with the keras extra); runs/bench/latest.md (ARGS="--threads 1" on a busy machine)
 	$(PY) -m benchmarks.bench $(ARGS)
 
 bench-serve: $(INSTALLED) ## Load-test `serve`: 10,000 test digits, batching on and off, then hostile clients (ARGS="--ckpt_path CKPT")

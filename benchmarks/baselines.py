@@ -28,15 +28,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mnist_dense.constants import MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from benchmarks.marks import RESULT_PREFIX, mark, mark_exit
+from mnist_dense.callbacks import RunPlots
+from mnist_dense.constants import (
+    KERAS_ADAM_EPS,
+    MNIST_MEAN,
+    MNIST_STD,
+    NUM_CLASSES,
+    TUTORIAL_BATCH_SIZE,
+    TUTORIAL_LR,
+)
 from mnist_dense.data import load_split
 from mnist_dense.data.sampling import epoch_order, split_indices
 from mnist_dense.model import DenseNet
 from mnist_dense.scaling import to_model_input
 
-BATCH_SIZE = 32
-LR = 1e-3
-RESULT_PREFIX = "RESULT "
+BATCH_SIZE, LR = TUTORIAL_BATCH_SIZE, TUTORIAL_LR
 # Anywhere on a line: a progress bar's carriage returns can put other output before it.
 RESULT_LINE = re.compile(re.escape(RESULT_PREFIX) + r"(\{.*\})")
 
@@ -71,14 +78,16 @@ def plain_loop(data_dir: str, epochs: int, seed: int, val_size: int, limit: int 
     # mnist_dense): with it, every Adam step of torch 2.14 asks `torch.cuda.is_available()` through NVML, and a
     # CUDA build of torch on a machine without NVML tries to dlopen it each time, about 0.1-0.3 ms a step.
     os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+    mark("imported")
     torch.manual_seed(seed)
     images, labels = load_split(data_dir, "train")
     train_index, _ = split_indices(len(labels), val_size)
     train_images, train_labels = images[train_index], labels[train_index]
     test_images, test_labels = load_split(data_dir, "test")
     net = DenseNet()
-    optimizer = torch.optim.Adam(net.parameters(), lr=LR)
+    optimizer = torch.optim.Adam(net.parameters(), lr=LR, eps=KERAS_ADAM_EPS)  # as the package configures it
     epoch_seconds, epoch_cpu_seconds = [], []
+    mark("train_start")
     for epoch in range(epochs):
         start, cpu_start = time.perf_counter(), time.process_time()
         batches = epoch_order(len(train_labels), seed, epoch).split(BATCH_SIZE)
@@ -89,9 +98,12 @@ def plain_loop(data_dir: str, epochs: int, seed: int, val_size: int, limit: int 
             optimizer.step()
         epoch_seconds.append(time.perf_counter() - start)
         epoch_cpu_seconds.append(time.process_time() - cpu_start)
+    mark("train_end")
+    mark("test_start")
     with torch.no_grad():
         predicted = net(to_model_input(test_images)).argmax(1)
     accuracy = (predicted == test_labels).float().mean().item()
+    mark("test_end")
     return {"epoch_seconds": epoch_seconds, "epoch_cpu_seconds": epoch_cpu_seconds, "test_acc": accuracy}
 
 
@@ -155,6 +167,45 @@ class EpochTimer(L.Callback):
             print(f"\n{RESULT_PREFIX}{json.dumps(result)}", flush=True)
 
 
+class ProcessMarks(L.Callback):
+    """Prints the moments of a fit-then-test process that a callback sees (`benchmarks.marks`), and its exit.
+
+    Add it first (`--trainer.callbacks+=` puts it before the CLI's own callbacks), so that its `on_fit_end` and
+    `on_test_end` come before `RunPlots` draws: the pictures are then the stretches up to the next hooks (`setup`
+    and `teardown` of the test). It refuses to run after `RunPlots`, where the split would be wrong.
+    """
+
+    def __init__(self) -> None:
+        mark("made")
+        mark_exit()
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        plots = [i for i, c in enumerate(trainer.callbacks) if isinstance(c, RunPlots)]
+        if plots and trainer.callbacks.index(self) > plots[0]:
+            raise RuntimeError("ProcessMarks must come before RunPlots in trainer.callbacks")
+        if stage == "test":
+            mark("test_setup")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        mark("train_start")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        mark("train_end")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        mark("fit_end")
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        mark("test_start")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        mark("test_end")
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "test":
+            mark("test_teardown")
+
+
 def usual_port(data_dir: str, epochs: int, seed: int, limit: int | None, root_dir: str) -> dict:
     from torch.utils.data import DataLoader
     from torchvision import transforms
@@ -173,7 +224,7 @@ def usual_port(data_dir: str, epochs: int, seed: int, limit: int | None, root_di
         accelerator="cpu",
         devices=1,
         default_root_dir=root_dir,
-        callbacks=[timer],
+        callbacks=[ProcessMarks(), timer],
         enable_progress_bar=False,
         enable_model_summary=False,
     )
@@ -202,6 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.epochs < 1 or (args.limit is not None and args.limit < 1):
         parser.error("--epochs and --limit must be at least 1")
     if args.which == "plain-loop":
+        mark_exit()  # the usual port's ProcessMarks registers its own
         result = plain_loop(args.data_dir, args.epochs, args.seed, args.val_size, args.limit)
     else:
         result = usual_port(args.data_dir, args.epochs, args.seed, args.limit, args.root_dir)

@@ -11,7 +11,7 @@ Each variant is `python -m mnist_dense fit` with one thing changed, run as its o
   log_steps      self.log(train loss and accuracy, on_step=False, on_epoch=True) every step
                  instead of once an epoch                       (subclass `PerStepLogClassifier`)
   no_metrics     no training loss or accuracy at all, as the plain loop (subclass `NoTrainMetricsClassifier`)
-  one_thread     OMP_NUM_THREADS=1 in the environment (meaningless with --threads)
+  one_thread     --threads 1 (the others: torch's default threads, or --threads)
 
 The variants that need another LightningModule run the package's own CLI with that class in place of
 `MNISTClassifier` (`python -m benchmarks.step_costs --as CLASS fit ...`): `main()` passes
@@ -222,8 +222,6 @@ class Interleave(L.Callback):
 
 def interleaved(factors: list[str], args: argparse.Namespace) -> str:
     """One fit per factor, in this process, the factor switched every 50 steps; the median step under each."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
     lightning_log = logging.getLogger("lightning.pytorch")  # its handler writes to the terminal
     level = lightning_log.level
     lightning_log.setLevel(logging.WARNING)
@@ -249,6 +247,7 @@ def _interleaved(factors: list[str], args: argparse.Namespace) -> str:
         fit += ["--trainer.callbacks+=benchmarks.step_costs.SwitchableBar"]
         fit += ["--trainer.callbacks+=benchmarks.step_costs.Interleave", "--trainer.callbacks.factor", factor]
         fit += ["--trainer.limit_train_batches", str(args.limit)] if args.limit else []
+        fit += ["--threads", str(args.threads)] if args.threads else []
         with open(run_dir / "output.log", "w") as log, redirect_stdout(log), redirect_stderr(log):
             run_as(HERE + "ToggleClassifier", fit)
         (result,) = result_lines((run_dir / "output.log").read_text())
@@ -273,7 +272,7 @@ VARIANTS: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "fused": (HERE + "FusedAdamClassifier", [], {}),
     "log_steps": (HERE + "PerStepLogClassifier", [], {}),
     "no_metrics": (HERE + "NoTrainMetricsClassifier", [], {}),
-    "one_thread": (MODULE, [], {"OMP_NUM_THREADS": "1"}),
+    "one_thread": (MODULE, ["--threads", "1"], {}),
 }
 
 
@@ -321,6 +320,7 @@ def run_in_process(name: str, args: argparse.Namespace, run_dir: Path) -> dict:
         raise SystemExit(f"error: variant {name} changes the environment; it needs a process of its own")
     fit = ["fit", "--seed_everything", str(args.seed), "--trainer.max_epochs", str(args.epochs)]
     fit += ["--trainer.default_root_dir", str(run_dir), "--data.data_dir", args.data_dir]
+    fit += ["--threads", str(args.threads)] if args.threads else []  # before the variant's own flags
     fit += ["--test_after_fit", "false", "--trainer.callbacks+=benchmarks.baselines.EpochTimer", *flags]
     fit += ["--trainer.limit_train_batches", str(args.limit)] if args.limit else []
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--in_process",
         action="store_true",
-        help="run every fit in this process (after one warm-up fit): less noise, no start-up; --threads sets torch's",
+        help="run every fit in this process (after one warm-up fit): less noise, no start-up",
     )
     args = parser.parse_args(argv)
     if args.imports:
@@ -414,8 +414,6 @@ def main(argv: list[str] | None = None) -> None:
     run_one = run_variant
     if args.in_process:
         run_one = run_in_process
-        if args.threads:
-            torch.set_num_threads(args.threads)
         run_in_process(names[0], args, Path(args.out_dir) / "warm_up")
     for repeat in range(args.repeats):
         for name in names:

@@ -30,6 +30,17 @@ class PauseAtStep(L.Callback):
             time.sleep(0.02)
 
 
+class ThreadsSeen(L.Callback):
+    """Writes the number of torch threads each training step computes with to `path`, one line a step."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{torch.get_num_threads()}\n")
+
+
 class SpoilLastEpoch(L.Callback):
     """Scrambles the weights after the last epoch's validation: its last.ckpt is surely worse than the best one."""
 

@@ -38,6 +38,7 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: int = 300) -> subprocess.Comp
         ("--model.lr", "0"),
         ("--model.hidden", "0"),
         ("--data.normalization", "zscore"),
+        ("--threads", "0"),
     ],
 )
 def test_nonsense_values_are_refused_at_parse_time(flag: str, value: str, capsys: pytest.CaptureFixture) -> None:
@@ -200,3 +201,30 @@ def test_lightnings_nvml_check_stays_only_where_nvml_loads(nvml_loads: bool, mon
     monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # as `import lightning` sets it
     skip_failing_nvml_check()
     assert (os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1") is nvml_loads
+
+
+@pytest.mark.parametrize(("flag", "expected"), [([], 2), (["--threads", "1"], 1)], ids=["default", "threads-1"])
+def test_threads_is_what_the_run_computes_with_and_its_config_records_and_the_caller_keeps_its_own(
+    flag: list[str], expected: int, tiny_mnist: Path, tmp_path: Path
+) -> None:
+    seen = tmp_path / "threads.txt"
+    callers = torch.get_num_threads()
+    torch.set_num_threads(2)  # the caller's own count, which the default keeps (torch's default on 2 cores)
+    try:
+        main(["fit", "--data.data_dir", str(tiny_mnist), "--data.val_size", "100", "--trainer.max_steps", "3",
+              "--trainer.enable_progress_bar", "false", "--test_after_fit", "false", "--trainer.default_root_dir",
+              str(tmp_path), "--trainer.callbacks+=tests.helpers.ThreadsSeen", "--trainer.callbacks.path", str(seen),
+              *flag])  # fmt: skip
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(callers)
+    assert seen.read_text().split() == [str(expected)] * 3
+    assert yaml.safe_load((tmp_path / "version_0" / "config.yaml").read_text())["threads"] == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("collecting", [True, False])
+def test_importing_the_package_leaves_the_callers_garbage_collector_as_it_was(collecting: bool) -> None:
+    probe = f"import gc; gc.enable() if {collecting} else gc.disable(); import mnist_dense; print(gc.isenabled())"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == str(collecting), done.stderr[-2000:]
