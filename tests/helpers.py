@@ -7,6 +7,7 @@ import time
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelSummary
 
 from mnist_dense.callbacks import SaveOnInterrupt
 
@@ -140,8 +141,6 @@ class RecordCallbacks(L.Callback):
         self.path = path
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from lightning.pytorch.callbacks import ModelSummary
-
         bar = trainer.progress_bar_callback
         record = {
             "bar": type(bar).__name__ if bar is not None else None,
