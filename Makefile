@@ -13,7 +13,7 @@ help: ## List the targets
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".[dev,deploy]"
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".[dev,deploy,sweep]"
 	touch $@
 
 install: $(INSTALLED) ## Create .venv and install the package with its dev extras

@@ -11,7 +11,7 @@ import warnings
 
 from jsonargparse import Namespace
 from lightning.fabric.plugins import CheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
@@ -134,7 +134,11 @@ class MNISTDenseCLI(LightningCLI):
 
 
 # Subcommands that are not Trainer methods: each module has its own `main(args)`.
-OTHER_COMMANDS = {"export": "mnist_dense.deploy.export", "serve": "mnist_dense.deploy.serve"}
+OTHER_COMMANDS = {
+    "export": "mnist_dense.deploy.export",
+    "serve": "mnist_dense.deploy.serve",
+    "sweep": "mnist_dense.sweep",
+}
 
 
 def _is_progress_bar(callback: object) -> bool:
@@ -164,14 +168,15 @@ def skip_failing_nvml_check() -> None:
         del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 
 
-def main(args: list[str] | None = None) -> None:
+def main(args: list[str] | None = None, callbacks: list[Callback] | None = None) -> MNISTDenseCLI | None:
+    """Run a subcommand; `callbacks` join the Trainer's without entering config.yaml (the sweep's pruning callback)."""
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] in OTHER_COMMANDS:
         importlib.import_module(OTHER_COMMANDS[argv[0]]).main(argv[1:])
-        return
+        return None
     skip_failing_nvml_check()
     try:
-        MNISTDenseCLI(
+        return MNISTDenseCLI(
             MNISTClassifier,
             MNISTDataModule,
             seed_everything_default=DEFAULT_SEED,
@@ -179,12 +184,12 @@ def main(args: list[str] | None = None) -> None:
             trainer_defaults={
                 "max_epochs": TUTORIAL_EPOCHS,
                 "default_root_dir": RUNS_DIR,
-                "callbacks": [SaveOnInterrupt()],
+                "callbacks": [SaveOnInterrupt(), *(callbacks or [])],
             },
             parser_kwargs={
                 "description": "The Keras tutorial's MNIST dense network, trained with Lightning. Also:"
-                " `export --ckpt_path CKPT` (ONNX or pt2) and `serve --ckpt_path CKPT` (HTTP and a drawing page);"
-                " each takes --help."
+                " `export --ckpt_path CKPT` (ONNX or pt2), `serve --ckpt_path CKPT` (HTTP and a drawing page) and"
+                " `sweep` (an Optuna search of fit's settings); each takes --help."
             },
             args=args,
         )
