@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 from mnist_dense.cli import main as cli_main
-from mnist_dense.constants import TRAIN_COUNT, TUTORIAL_EPOCHS
+from mnist_dense.constants import TEST_COUNT, TRAIN_COUNT, TUTORIAL_EPOCHS
 
 try:
     import optuna
@@ -198,12 +198,23 @@ def _flag_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+@contextlib.contextmanager
+def command_line(args: list[str]) -> Iterator[None]:
+    """sys.argv as if the trial's `fit` had been typed: what fit prints to resume an interrupted trial is right."""
+    argv = sys.argv
+    sys.argv = [argv[0], *args]
+    try:
+        yield
+    finally:
+        sys.argv = argv
+
+
 def fit_config(args: list[str]) -> dict[str, Any]:
     """The configuration `fit` would run with these flags (its `--print_config`), or fit's own error and exit 2."""
-    printed = io.StringIO()
+    printed, command = io.StringIO(), ["fit", *args, "--print_config"]
     try:
-        with contextlib.redirect_stdout(printed):
-            cli_main(["fit", *args, "--print_config"])
+        with contextlib.redirect_stdout(printed), command_line(command):
+            cli_main(command)
     except SystemExit as exit_:
         if exit_.code not in (0, None):
             raise
@@ -305,11 +316,10 @@ def run_trial(trial: optuna.Trial, space: Space, fit_args: list[str], folder: Pa
         values = {name: parameter.suggest(trial) for name, parameter in space.parameters.items()}
     root = folder / f"trial_{trial.number}"
     print(f"Trial {trial.number}: {_params_text(values)}", flush=True)
-    run = [*SEARCH_DEFAULTS, *QUIET, *fit_args, *as_flags(values)]
-    cli = cli_main(
-        ["fit", *run, "--trainer.default_root_dir", str(root), "--test_after_fit", "false"],
-        callbacks=[PyTorchLightningPruningCallback(trial, monitor=MONITOR)],
-    )
+    args = ["fit", *SEARCH_DEFAULTS, *QUIET, *fit_args, *as_flags(values)]
+    args += ["--trainer.default_root_dir", str(root), "--test_after_fit", "false"]
+    with command_line(args):
+        cli = cli_main(args, callbacks=[PyTorchLightningPruningCallback(trial, monitor=MONITOR)])
     if MONITOR not in cli.trainer.callback_metrics:
         raise RuntimeError(f"trial {trial.number} logged no {MONITOR}: the search needs a validation set.")
     return float(cli.trainer.callback_metrics[MONITOR])
@@ -449,12 +459,14 @@ def retrain(folder: Path, seeds: list[int]) -> None:
     for seed in seeds:
         root = folder / "retrain" / f"seed_{seed}"
         args = ["fit", "--config", str(folder / "retrain.yaml"), *QUIET, "--seed_everything", str(seed)]
-        cli = cli_main([*args, "--trainer.default_root_dir", str(root)])
+        args += ["--trainer.default_root_dir", str(root)]
+        with command_line(args):
+            cli = cli_main(args)
         accuracies.append(100 * float(cli.trainer.callback_metrics["test_acc"]))
     rows = [f"| seed {seed} | {acc:.2f}% |" for seed, acc in zip(seeds, accuracies, strict=True)]
     text = "\n".join([
         f"`python -m mnist_dense fit --config {folder / 'retrain.yaml'} --seed_everything N`: test accuracy,"
-        " 10,000 images", "", "| seed | test accuracy |", "| --- | ---: |", *rows,
+        f" {TEST_COUNT:,} images", "", "| seed | test accuracy |", "| --- | ---: |", *rows,
         f"| median | **{statistics.median(accuracies):.2f}%** |",
     ])  # fmt: skip
     write_text(folder / "retrain.md", text + "\n")
@@ -467,17 +479,24 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         description=__doc__.split("\n\n")[0] + " Every flag not listed here is a `fit` flag given to each trial"
         " (python -m mnist_dense fit --help).",
         allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--space", type=Path, default=Path("configs/sweep.yaml"), help="The search space file.")
     parser.add_argument("--n_trials", type=int, default=10, help="New trials this process runs (0: only report).")
     parser.add_argument("--study_name", default="search", help="The study; its files go to runs/sweep/NAME/.")
     parser.add_argument(
         "--storage",
-        help="A database URL (sqlite:///..., postgresql://...) or a journal file path;"
-        " default runs/sweep/NAME/study.journal.",
+        help="A database URL (sqlite:///..., postgresql://...) or a journal file path"
+        " (None: runs/sweep/NAME/study.journal).",
     )
-    parser.add_argument("--seed", type=int, help="Seed of the sampler (give each parallel process its own).")
-    parser.add_argument("--retrain_seeds", type=int, nargs="*", default=[], help="Retrain the best with these seeds.")
+    parser.add_argument("--seed", type=int, help="Seed of the sampler (each parallel process its own).")
+    parser.add_argument(
+        "--retrain_seeds",
+        type=int,
+        nargs="*",
+        default=[],
+        help="Then train the best settings on the tutorial's budget (retrain.yaml) once per seed and test each.",
+    )
     options, fit_args = parser.parse_known_args(argv)
     if options.n_trials < 0:
         parser.error(f"--n_trials {options.n_trials}: give 0 or more new trials.")
@@ -495,7 +514,6 @@ def main(argv: list[str]) -> None:
         fail(f"sweep needs optuna and optuna-integration, which come with this package's `sweep` extra: {SWEEP_EXTRA}"
              " (or `make install`, which installs it).")  # fmt: skip
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", ".*LightningCLI's args parameter.*")  # each trial is `fit` with its own args
     base = fit_config([*SEARCH_DEFAULTS, *fit_args])  # fit's own error (exit 2) for a bad fit flag
     if not base["data"]["val_size"]:
         fail("the search needs held-out images to score trials: give --data.val_size N (N > 0; 5,000 by default).")

@@ -37,10 +37,10 @@ def write_space(path: Path, space: dict) -> Path:
 
 
 def tiny_sweep(tmp_path: Path, data_dir: Path, *extra: str, space: dict = TINY_SPACE) -> Path:
-    """A search on the tiny digits (500 to train, 100 to validate, 2 epochs); returns runs/sweep/tiny."""
+    """A search on the tiny digits (500 to train, 100 to validate, 2 epochs, no pictures); returns runs/sweep/tiny."""
     main(["sweep", "--space", str(write_space(tmp_path / "space.yaml", space)), "--study_name", "tiny",
           "--data.data_dir", str(data_dir), "--data.val_size", "100", "--trainer.max_epochs", "2",
-          "--trainer.default_root_dir", str(tmp_path / "runs"), *extra])  # fmt: skip
+          "--plots.enabled", "false", "--trainer.default_root_dir", str(tmp_path / "runs"), *extra])  # fmt: skip
     return tmp_path / "runs" / "sweep" / "tiny"
 
 
@@ -174,19 +174,20 @@ def finish(process: subprocess.Popen, timeout: int = 300) -> str:
 @pytest.mark.slow
 def test_two_processes_share_a_study_and_a_third_continues_it(tmp_path: Path) -> None:
     write_space(tmp_path / "space.yaml", TINY_SPACE)
-    workers = [start_sweep(tmp_path, "--study_name", "shared", "--n_trials", "3", "--seed", str(s)) for s in (1, 2)]
+    workers = [start_sweep(tmp_path, "--study_name", "shared", "--n_trials", "2", "--seed", str(s)) for s in (1, 2)]
     for worker in workers:
         finish(worker)
     folder = tmp_path / "sweep" / "shared"
     trials = load(folder, "shared").trials
-    assert [t.number for t in trials] == list(range(6)) and {t.state.name for t in trials} == {"COMPLETE"}
+    finished = {"COMPLETE", "PRUNED"}  # the pruner may stop a weak one: finished all the same
+    assert [t.number for t in trials] == list(range(4)) and {t.state.name for t in trials} <= finished
     assert sum(t.params == TINY_SPACE["first_trials"][0] for t in trials) == 1  # queued once, run once
-    assert {t.user_attrs["folder"] for t in trials} == {str(folder / f"trial_{n}") for n in range(6)}
-    for number in range(6):  # every trial ran exactly once, into its own folder
+    assert {t.user_attrs["folder"] for t in trials} == {str(folder / f"trial_{n}") for n in range(4)}
+    for number in range(4):  # every trial ran exactly once, into its own folder
         assert [p.name for p in (folder / f"trial_{number}").iterdir()] == ["version_0"]
     finish(start_sweep(tmp_path, "--study_name", "shared", "--n_trials", "1"))
     trials = load(folder, "shared").trials
-    assert len(trials) == 7 and trials[6].state.name == "COMPLETE"
+    assert len(trials) == 5 and trials[4].state.name in finished
     assert f"trial {load(folder, 'shared').best_trial.number}" in (folder / "best.yaml").read_text()
 
 
