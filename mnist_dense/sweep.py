@@ -427,12 +427,10 @@ def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # ExperimentalWarning, and "too few trials" notes
                 axes = draw[name](study)
-                figure = next(iter(getattr(axes, "flat", [axes]))).figure
-                figure.set_size_inches(max(figure.get_size_inches()[0], 8), max(figure.get_size_inches()[1], 5))
-                figure.tight_layout()
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue
-        figure.savefig(folder / f"{name}.png", dpi=100)
+        figure = next(iter(getattr(axes, "flat", [axes]))).figure  # slice: one Axes per parameter
+        figure.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
         plt.close(figure)
         written.append(folder / f"{name}.png")
     return written
