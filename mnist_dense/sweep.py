@@ -62,7 +62,8 @@ RETRAIN = [
 ALWAYS_WRITTEN = ("seed_everything", "trainer.max_epochs", "data.val_size")  # in best.yaml even when default
 SPACE_KEYS = ("parameters", "first_trials", "pruner")
 PARAMETER_KEYS = ("choices", "low", "high", "log")
-PRUNER_KEYS = {"percentile": 25.0, "startup_trials": 5, "warmup_epochs": 0}
+# Optuna's PercentilePruner: keep the top `percentile` % at each epoch from `warmup_epochs` on, after `startup_trials`.
+PRUNER_KEYS = {"percentile": 75.0, "startup_trials": 5, "warmup_epochs": 2}
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 PLOTS = ("history", "importances", "slice", "intermediate")
 

@@ -100,7 +100,7 @@ def test_a_hopeless_trial_is_pruned(tmp_path: Path, tiny_mnist: Path) -> None:
     space = {
         **TINY_SPACE,
         "first_trials": [{"model.lr": 1.0e-3, "data.batch_size": 32}, {"model.lr": 1.0e-7, "data.batch_size": 32}],
-        "pruner": {"percentile": 25, "startup_trials": 1, "warmup_epochs": 0},
+        "pruner": {"percentile": 75, "startup_trials": 1, "warmup_epochs": 0},
     }
     folder = tiny_sweep(tmp_path, tiny_mnist, "--n_trials", "2", "--trainer.max_epochs", "3", space=space)
     good, hopeless = load(folder).trials
