@@ -59,7 +59,7 @@ RETRAIN = [
     "--trainer.limit_train_batches", "null", "--trainer.limit_val_batches", "null", "--trainer.limit_test_batches",
     "null", "--test_after_fit", "true",
 ]  # fmt: skip
-ALWAYS_WRITTEN = ("seed_everything", "trainer.max_epochs", "data.val_size")  # in best.yaml even when default
+ALWAYS_WRITTEN = ("seed_everything", "trainer.max_epochs", "model.hidden", "data.val_size")  # written even when default
 SPACE_KEYS = ("parameters", "first_trials", "pruner")
 PARAMETER_KEYS = ("choices", "low", "high", "log")
 # Optuna's PercentilePruner: keep the top `percentile` % at each epoch from `warmup_epochs` on, after `startup_trials`.
@@ -426,12 +426,12 @@ def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
     for name in PLOTS:
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # ExperimentalWarning, and "too few trials" notes
+                warnings.simplefilter("ignore")  # ExperimentalWarning, "too few trials", matplotlib's layout notes
                 axes = draw[name](study)
+                figure = next(iter(getattr(axes, "flat", [axes]))).figure  # slice: one Axes per parameter
+                figure.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue
-        figure = next(iter(getattr(axes, "flat", [axes]))).figure  # slice: one Axes per parameter
-        figure.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
         plt.close(figure)
         written.append(folder / f"{name}.png")
     return written
@@ -513,6 +513,7 @@ def main(argv: list[str]) -> None:
         fail(f"sweep needs optuna and optuna-integration, which come with this package's `sweep` extra: {SWEEP_EXTRA}"
              " (or `make install`, which installs it).")  # fmt: skip
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", ".*LightningCLI's args parameter.*")  # each trial's fit is given its args
     base = fit_config([*SEARCH_DEFAULTS, *fit_args])  # fit's own error (exit 2) for a bad fit flag
     if not base["data"]["val_size"]:
         fail("the search needs held-out images to score trials: give --data.val_size N (N > 0; 5,000 by default).")
