@@ -16,7 +16,7 @@ from jsonargparse import Namespace
 from jsonargparse.typing import PositiveInt
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
-from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -219,7 +219,11 @@ class MNISTDenseCLI(LightningCLI):
 
 
 # Subcommands that are not Trainer methods: each module has its own `main(args)`.
-OTHER_COMMANDS = {"export": "mnist_dense.deploy.export", "serve": "mnist_dense.deploy.serve"}
+OTHER_COMMANDS = {
+    "export": "mnist_dense.deploy.export",
+    "serve": "mnist_dense.deploy.serve",
+    "sweep": "mnist_dense.sweep",
+}
 
 
 def _is_a(item: object, kind: type | tuple[type, ...]) -> bool:
@@ -276,11 +280,12 @@ def skip_failing_nvml_check() -> None:
         del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 
 
-def main(args: list[str] | None = None) -> None:
+def main(args: list[str] | None = None, callbacks: list[Callback] | None = None) -> MNISTDenseCLI | None:
+    """Run a subcommand; `callbacks` join the Trainer's without entering config.yaml (the sweep's pruning callback)."""
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] in OTHER_COMMANDS:
         importlib.import_module(OTHER_COMMANDS[argv[0]]).main(argv[1:])
-        return
+        return None
     skip_failing_nvml_check()
     # The imports leave some 400,000 long-lived objects (made while mnist_dense/__init__.py paused the collector).
     # Collected once and frozen here, every later collection skips them, the final ones at exit too: about 5% of a
@@ -289,7 +294,7 @@ def main(args: list[str] | None = None) -> None:
     gc.freeze()
     threads = torch.get_num_threads()
     try:
-        MNISTDenseCLI(
+        return MNISTDenseCLI(
             MNISTClassifier,
             MNISTDataModule,
             seed_everything_default=DEFAULT_SEED,
@@ -297,13 +302,13 @@ def main(args: list[str] | None = None) -> None:
             trainer_defaults={
                 "max_epochs": TUTORIAL_EPOCHS,
                 "default_root_dir": RUNS_DIR,
-                "callbacks": [SaveOnInterrupt()],
+                "callbacks": [SaveOnInterrupt(), *(callbacks or [])],
             },
             parser_kwargs={
                 "prog": command_name(),
                 "description": "The Keras tutorial's MNIST dense network, trained with Lightning. Also:"
-                " `export --ckpt_path CKPT` (ONNX or pt2) and `serve --ckpt_path CKPT` (HTTP and a drawing page);"
-                " each takes --help.",
+                " `export --ckpt_path CKPT` (ONNX or pt2), `serve --ckpt_path CKPT` (HTTP and a drawing page) and"
+                " `sweep` (an Optuna search of fit's settings); each takes --help."
             },
             args=args,
         )

@@ -1,0 +1,225 @@
+"""`python -m mnist_dense sweep`: the space file's checks, a tiny search end to end, pruning, best.yaml and the
+retraining in process on tiny digits; parallel processes on one study and Ctrl-C/SIGTERM as real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from mnist_dense import sweep
+from mnist_dense.cli import main
+from tests.conftest import REPO
+from tests.tiny_runs import logged
+
+TINY_SPACE = {
+    "parameters": {
+        "model.lr": {"low": 1.0e-7, "high": 1.0e-2, "log": True},
+        "data.batch_size": {"choices": [16, 32]},
+    },
+    "first_trials": [{"model.lr": 1.0e-3, "data.batch_size": 32}],
+}
+# A few seconds a trial on the bundled MNIST, for the tests that start processes.
+FEW_STEPS = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "5", "--trainer.limit_val_batches", "1"]
+
+
+def write_space(path: Path, space: dict) -> Path:
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def tiny_sweep(tmp_path: Path, data_dir: Path, *extra: str, space: dict = TINY_SPACE) -> Path:
+    """A search on the tiny digits (500 to train, 100 to validate, 2 epochs, no pictures); returns runs/sweep/tiny."""
+    main(["sweep", "--space", str(write_space(tmp_path / "space.yaml", space)), "--study_name", "tiny",
+          "--data.data_dir", str(data_dir), "--data.val_size", "100", "--trainer.max_epochs", "2",
+          "--plots.enabled", "false", "--trainer.default_root_dir", str(tmp_path / "runs"), *extra])  # fmt: skip
+    return tmp_path / "runs" / "sweep" / "tiny"
+
+
+def load(folder: Path, name: str = "tiny", storage: str | None = None) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=sweep.storage_for(storage, folder))
+
+
+def test_a_tiny_search_end_to_end(tmp_path: Path, tiny_mnist: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = tiny_sweep(tmp_path, tiny_mnist, "--n_trials", "2", "--seed", "0")
+    trials = load(folder).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert trials[0].params == TINY_SPACE["first_trials"][0]  # the queued first trial runs first
+    for trial in trials:
+        run = folder / f"trial_{trial.number}" / "version_0"
+        assert (run / "config.yaml").is_file() and list((run / "checkpoints").glob("*.ckpt"))
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        assert config["model"]["lr"] == trial.params["model.lr"] and config["data"]["val_size"] == 100
+        assert trial.value == pytest.approx(logged(run, "val_acc")[-1])  # the last epoch's validation accuracy
+        assert list(trial.intermediate_values) == [0, 1]  # every epoch reported to the pruner
+        assert not logged(run, "test_acc")  # no trial touches the test set
+    printed = capsys.readouterr().out
+    best = max(trials, key=lambda t: t.value)
+    assert f"Best: trial {best.number}, val_acc {100 * best.value:.2f}%" in printed
+    assert (folder / "trials.md").read_text().count("| COMPLETE |") == 2
+    for plot in ("history", "importances", "slice", "intermediate"):
+        assert (folder / f"{plot}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_best_yaml_reruns_the_best_trial_through_fit(tmp_path: Path, tiny_mnist: Path) -> None:
+    folder = tiny_sweep(tmp_path, tiny_mnist, "--n_trials", "2", "--seed", "0")
+    best = load(folder).best_trial
+    settings = yaml.safe_load((folder / "best.yaml").read_text())
+    assert settings["model"]["lr"] == best.params["model.lr"] and settings["data"]["val_size"] == 100
+    rerun = tmp_path / "rerun"
+    main(["fit", "--config", str(folder / "best.yaml"), "--trainer.default_root_dir", str(rerun),
+          "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    # The same settings and seed on the CPU: the same validation accuracy, to the last digit.
+    assert logged(rerun / "version_0", "val_acc")[-1] == pytest.approx(best.value, abs=1e-7)
+
+
+def test_retrain_seeds_report_test_accuracy_per_seed_and_median(
+    tmp_path: Path, tiny_mnist: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tiny_sweep(tmp_path, tiny_mnist, "--n_trials", "1", "--retrain_seeds", "0", "1")
+    retrain = yaml.safe_load((folder / "retrain.yaml").read_text())
+    assert retrain["trainer"]["max_epochs"] == 5 and retrain["data"]["val_size"] == 0  # the tutorial's budget
+    accuracies = []
+    for seed in (0, 1):
+        run = folder / "retrain" / f"seed_{seed}" / "version_0"
+        assert yaml.safe_load((run / "config.yaml").read_text())["seed_everything"] == seed
+        accuracies.append(100 * logged(run, "test_acc")[0])
+        assert f"| seed {seed} | {accuracies[-1]:.2f}% |" in (folder / "retrain.md").read_text()
+    assert f"| median | **{statistics.median(accuracies):.2f}%** |" in capsys.readouterr().out
+
+
+def test_a_hopeless_trial_is_pruned(tmp_path: Path, tiny_mnist: Path) -> None:
+    space = {
+        **TINY_SPACE,
+        "first_trials": [{"model.lr": 1.0e-3, "data.batch_size": 32}, {"model.lr": 1.0e-7, "data.batch_size": 32}],
+        "pruner": {"percentile": 75, "startup_trials": 1, "warmup_epochs": 0},
+    }
+    folder = tiny_sweep(tmp_path, tiny_mnist, "--n_trials", "2", "--trainer.max_epochs", "3", space=space)
+    good, hopeless = load(folder).trials
+    assert good.state.name == "COMPLETE" and list(good.intermediate_values) == [0, 1, 2]
+    assert hopeless.state.name == "PRUNED" and list(hopeless.intermediate_values) == [0]  # stopped after epoch 1
+    assert hopeless.intermediate_values[0] < good.intermediate_values[0]
+    assert len(logged(folder / "trial_1" / "version_0", "val_acc")) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"parameters": {"model.lrr": {"low": 1.0e-4, "high": 1.0e-2}}}, "unknown parameter 'model.lrr'"),
+        ({"parameters": {"data.batch_size": {"choices": []}}}, "'data.batch_size' has an empty range"),
+        ({"parameters": {"model.lr": {"low": 1.0e-2, "high": 1.0e-4}}}, "'model.lr' has an empty range"),
+        ({"parameters": {"model.lr": {"low": "3e-4", "high": 1.0e-2}}}, "write 3.0e-4"),
+        ({"parameters": {"model.lr": {"low": 0.0, "high": 1.0e-2, "log": True}}}, "`log: true` needs low > 0"),
+        ({"parameters": {"data.normalization": {"choices": ["unit", "zscore"]}}}, 'key "data.normalization"'),
+        ({"first_trials": [{"model.lr": 0.5}]}, "first_trials[0] gives model.lr = 0.5, outside its range"),
+        ({"first_trials": [{"model.hidden": 64}]}, "first_trials[0] sets 'model.hidden'"),
+        ({"pruner": {"percentil": 25}}, "`pruner` takes numbers"),
+        ({"sampler": "tpe"}, "unknown key 'sampler'"),
+    ],
+)
+def test_a_bad_space_file_is_a_one_line_error(
+    change: dict, named: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    space = write_space(tmp_path / "space.yaml", {**TINY_SPACE, "first_trials": [], **change})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--space", str(space), "--trainer.default_root_dir", str(tmp_path / "runs")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {space}") and "\n" not in err and named in err
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_a_searched_flag_given_as_a_fit_flag_too_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    space = write_space(tmp_path / "space.yaml", TINY_SPACE)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--space", str(space), "--model.lr", "0.01", "--trainer.default_root_dir", str(tmp_path)])
+    assert exit_info.value.code == 1 and "--model.lr is given as a fit flag and searched" in capsys.readouterr().err
+
+
+def test_without_the_extra_sweep_names_it(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(sweep, "optuna", None)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep"])
+    assert exit_info.value.code == 1 and 'pip install -e ".[sweep]"' in capsys.readouterr().err
+
+
+def test_the_bundled_space_starts_with_the_tutorial() -> None:
+    defaults = sweep.flatten(sweep.fit_config([]))
+    space = sweep.read_space(REPO / "configs" / "sweep.yaml", set(defaults))
+    assert space.first_trials[0] == {name: defaults[name] for name in space.parameters}
+    assert "model.hidden" not in space.parameters  # the search keeps the tutorial's 101,770-parameter network
+
+
+def start_sweep(root: Path, *args: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "mnist_dense", "sweep", "--space", str(root / "space.yaml"),
+               "--trainer.default_root_dir", str(root), *FEW_STEPS, *args]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: int = 300) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+@pytest.mark.slow
+def test_two_processes_share_a_study_and_a_third_continues_it(tmp_path: Path) -> None:
+    write_space(tmp_path / "space.yaml", TINY_SPACE)
+    workers = [start_sweep(tmp_path, "--study_name", "shared", "--n_trials", "2", "--seed", str(s)) for s in (1, 2)]
+    for worker in workers:
+        finish(worker)
+    folder = tmp_path / "sweep" / "shared"
+    trials = load(folder, "shared").trials
+    finished = {"COMPLETE", "PRUNED"}  # the pruner may stop a weak one: finished all the same
+    assert [t.number for t in trials] == list(range(4)) and {t.state.name for t in trials} <= finished
+    assert sum(t.params == TINY_SPACE["first_trials"][0] for t in trials) == 1  # queued once, run once
+    assert {t.user_attrs["folder"] for t in trials} == {str(folder / f"trial_{n}") for n in range(4)}
+    for number in range(4):  # every trial ran exactly once, into its own folder
+        assert [p.name for p in (folder / f"trial_{number}").iterdir()] == ["version_0"]
+    finish(start_sweep(tmp_path, "--study_name", "shared", "--n_trials", "1"))
+    trials = load(folder, "shared").trials
+    assert len(trials) == 5 and trials[4].state.name in finished
+    assert f"trial {load(folder, 'shared').best_trial.number}" in (folder / "best.yaml").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "storage"), [(signal.SIGTERM, "sqlite"), (signal.SIGINT, "journal")])
+def test_a_signal_stops_the_trial_and_the_next_run_continues(tmp_path: Path, signum: int, storage: str) -> None:
+    write_space(tmp_path / "space.yaml", TINY_SPACE)
+    url = f"sqlite:///{tmp_path / 'study.db'}" if storage == "sqlite" else None
+    study_args = ["--study_name", "stop", *(["--storage", url] if url else [])]
+    pause = ["--trainer.callbacks+=tests.helpers.PauseAtStep", "--trainer.callbacks.step"]
+    process = start_sweep(tmp_path, *study_args, "--n_trials", "2", *pause, "3")
+    lines = []
+    for line in process.stdout:  # wait until the first trial is certainly mid-training
+        lines.append(line)
+        if line.startswith("PAUSED at step 3"):
+            break
+    time.sleep(0.5)
+    process.send_signal(signum)
+    output = "".join(lines) + process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signum, output[-3000:]
+    assert "Trial 0 stopped and marked FAIL" in output
+    folder = tmp_path / "sweep" / "stop"
+    assert (folder / "trial_0" / "version_0" / "checkpoints" / "interrupted.ckpt").is_file()
+    failed, queued = load(folder, "stop", url).trials
+    assert failed.state.name == "FAIL" and queued.state.name == "WAITING" and queued.user_attrs["retry_of"] == 0
+    finish(start_sweep(tmp_path, *study_args, "--n_trials", "1", *pause, "1000"))  # the study is usable
+    retried = load(folder, "stop", url).trials[1]
+    assert retried.state.name == "COMPLETE" and retried.params == failed.params
+
+
+def test_the_fit_flags_are_passed_to_each_trial_in_order() -> None:
+    options, fit_args = sweep.parse_args(["--n_trials", "2", "--trainer.max_steps", "-1", "--seed", "3",
+                                          "--data.normalization=standard", "--retrain_seeds", "0", "1"])  # fmt: skip
+    assert (options.n_trials, options.seed, options.retrain_seeds) == (2, 3, [0, 1])
+    assert fit_args == ["--trainer.max_steps", "-1", "--data.normalization=standard"]
