@@ -308,7 +308,7 @@ def main(args: list[str] | None = None, callbacks: list[Callback] | None = None)
                 "prog": command_name(),
                 "description": "The Keras tutorial's MNIST dense network, trained with Lightning. Also:"
                 " `export --ckpt_path CKPT` (ONNX or pt2), `serve --ckpt_path CKPT` (HTTP and a drawing page) and"
-                " `sweep` (an Optuna search of fit's settings); each takes --help."
+                " `sweep` (an Optuna search of fit's settings); each takes --help.",
             },
             args=args,
         )
