@@ -116,9 +116,9 @@ def build_server(
     paths = [str(path) for path in (ckpt_paths if isinstance(ckpt_paths, list) else [ckpt_paths])]
     names = names or [Path(path).stem for path in paths]
     api = DigitAPI(paths, names, max_batch_size=max_batch_size, batch_timeout=batch_timeout)
-    # fast_queue: LitServe's ZeroMQ queues (IPC sockets) instead of a multiprocessing manager's; measured here with
-    # 16 clients, p99 fell from about 60-100 ms to 35-40 ms (benchmarks/serve_load.py).
-    server = ls.LitServer(api, accelerator="cpu", fast_queue=True, disable_openapi_url=True)
+    # Not fast_queue=True: in LitServe 0.2.19 it has no effect (it passes `transport_config="zmq"` to a pydantic
+    # model whose field is `transport_type`), so the queues are its multiprocessing manager's either way.
+    server = ls.LitServer(api, accelerator="cpu", disable_openapi_url=True)
     server.uvicorn_graceful_timeout = limits.stop_grace_s  # LitServe passes it to uvicorn as its graceful shutdown
     app = server.app
     app.router.routes = [route for route in app.router.routes if getattr(route, "path", None) in KEPT_ROUTES]

@@ -155,8 +155,7 @@ def run_until_stopped(server, host: str, port: int, banner: str, options: dict) 
     is cut short, is covered by stopping the child processes that are still alive.
     """
     signals = StopSignals(LIMITS.stop_grace_s)
-    # LitServe's shutdown warns that its HTTP process is "Already not alive": StopSignals has stopped it first.
-    logging.getLogger("litserve.server").addFilter(lambda record: "Already not alive" not in record.getMessage())
+    logging.getLogger("litserve.server").addFilter(lambda record: not signals.is_litserve_racing_itself(record))
     try:
         signals.install()
         print(banner, flush=True)  # from here on, Ctrl-C and SIGTERM stop everything this process starts
@@ -204,6 +203,15 @@ class StopSignals:
     def handler(self, signum: int, frame: object) -> None:
         if self.http_stopped.is_set() and not self.done.is_set():
             raise KeyboardInterrupt
+
+    def is_litserve_racing_itself(self, record: logging.LogRecord) -> bool:
+        """LitServe's messages while it stops that are no news: its HTTP process is "Already not alive" (stopped
+        first, here), and its worker monitor, a thread that wakes every 2 s, may find the inference worker its own
+        shutdown just ended ("died; shutting down") or the queue manager gone ("Monitoring worker crashed")."""
+        message = record.getMessage()
+        return self.http_stopped.is_set() and any(
+            text in message for text in ("Already not alive", "died; shutting down", "Monitoring worker crashed")
+        )
 
     def install(self) -> None:
         previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
