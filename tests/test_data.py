@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -306,3 +307,33 @@ def test_the_training_file_is_read_and_checked_once_for_train_and_val(
     module = MNISTDataModule(str(tiny_mnist), val_size=100)
     module.setup("fit")
     assert reads == ["train"] and len(module.splits["train"]) == 500 and len(module.splits["val"]) == 100
+
+
+def test_two_unpackers_at_once_both_succeed(tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parallel processes on a fresh clone (two `sweep`s on one study) may un-gzip the same file at the same time."""
+    raw = files.raw_folder(tiny_mnist)
+    copy, started, resume, errors = shutil.copyfileobj, threading.Event(), threading.Event(), []
+
+    def copy_paused_in_the_thread(src, dst, length=0) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            started.set()  # its partial file is open: hold it there while the main thread unpacks the same file
+            resume.wait(30)
+        copy(src, dst, length)
+
+    monkeypatch.setattr(files.shutil, "copyfileobj", copy_paused_in_the_thread)
+
+    def unpack() -> None:
+        try:
+            files.ensure_mnist_files(tiny_mnist, ("train",))
+        except MNISTDataError as err:
+            errors.append(err)
+
+    first = threading.Thread(target=unpack)
+    first.start()
+    assert started.wait(30)
+    files.ensure_mnist_files(tiny_mnist, ("train",))  # the second unpacker finishes first
+    resume.set()
+    first.join(30)
+    assert not errors
+    images, labels = files.load_split(tiny_mnist, "train")  # whole: sizes and md5 checked
+    assert len(images) == len(labels) == 600 and not list(raw.glob(".*partial"))

@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -99,7 +100,9 @@ def ensure_mnist_files(data_dir: str | Path, splits: tuple[Split, ...] = ("train
 
 
 def _gunzip(packed: Path, target: Path) -> None:
-    partial = target.with_name(f".{target.name}.partial")
+    # A partial file of its own for each process and thread: several may unpack the same file at once (parallel
+    # `sweep` processes on a fresh clone); each renames a whole copy into place.
+    partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.partial")
     try:
         with gzip.open(packed, "rb") as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst, length=1 << 20)
