@@ -248,10 +248,11 @@ class PicturePool:
             self.put_back(decoder)
 
     async def stop(self) -> None:
-        """Every decoder ends: idle ones at once, one still decoding after at most a second."""
+        """Every decoder ends: idle ones exit when their connection closes; one still decoding has no one waiting
+        for its picture any more (the server's grace period is over) and is killed."""
         self.stopping = True
         await asyncio.gather(*self.replacing, return_exceptions=True)  # they end their decoder and start none
-        await asyncio.gather(*(decoder.end(grace_s=1.0) for decoder in self.decoders))
+        await asyncio.gather(*(decoder.end(grace_s=0.1) for decoder in self.decoders))
         self.decoders.clear()
         self.idle.clear()
 
