@@ -24,14 +24,17 @@ from mnist_dense.checkpoints import (
     CheckpointError,
     read_checkpoint,
     resolve_last,
+    saved_network,
     trained_normalization,
 )
 from mnist_dense.constants import TUTORIAL_EPOCHS
 from mnist_dense.data import MNISTDataError, MNISTDataModule
-from mnist_dense.module import MNISTClassifier
+from mnist_dense.model import describe, network_spec
+from mnist_dense.module import MNISTClassifier, check_network_choice
 from mnist_dense.pictures import OwnImagesError
 
 DEFAULT_SEED = 0
+DEFAULT_HIDDEN = inspect.signature(MNISTClassifier).parameters["hidden"].default
 # Lightning's bar redraws after every step, which costs more than a training step of this network at batch 32
 # (measured in `make bench`); 20 steps a redraw is still about 20 redraws a second. Give your own
 # `--trainer.callbacks+=TQDMProgressBar --trainer.callbacks.refresh_rate N` to choose otherwise.
@@ -81,18 +84,24 @@ class MNISTDenseCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config.get(subcommand or "", None)
+        if config and config.get("model"):
+            try:
+                check_network_choice(config.model.net, config.model.hidden)
+            except ValueError as err:
+                parser.error(f"--model.{err}")
         if not config or not config.get("ckpt_path"):
             return
         if config.ckpt_path == "last":
             config.ckpt_path = str(resolve_last(config.trainer.default_root_dir or RUNS_DIR))
         checkpoint = read_checkpoint(config.ckpt_path)
-        saved = checkpoint["hyper_parameters"].get("hidden")
-        asked, default = config.model.hidden, inspect.signature(MNISTClassifier).parameters["hidden"].default
-        if saved is not None and asked not in (saved, default):
+        saved = saved_network(config.ckpt_path, checkpoint)  # another package's class: refused, never imported
+        asked = asked_network(config.model)
+        if asked is not None and network_spec(*asked) != saved:
+            flag = f"--model.hidden {asked[1]}" if asked[0] is None else f"--model.net {describe(network_spec(*asked))}"
             raise CheckpointError(
-                f"Checkpoint {config.ckpt_path} holds a network with hidden={saved} units, but --model.hidden"
-                f" {asked} was asked for. Drop --model.hidden (the checkpoint's size is used), or drop --ckpt_path"
-                " to train a new network of the size you asked for."
+                f"Checkpoint {config.ckpt_path} holds a {describe(saved)} network, but {flag} was asked for. Drop"
+                " --model.net and --model.hidden (the checkpoint's network is then used), or drop --ckpt_path to train"
+                " a new network of the kind you asked for."
             )
         trained = trained_normalization(checkpoint, config.data.normalization)
         if subcommand != "fit" and trained != config.data.normalization:
@@ -135,6 +144,13 @@ class MNISTDenseCLI(LightningCLI):
 
 # Subcommands that are not Trainer methods: each module has its own `main(args)`.
 OTHER_COMMANDS = {"export": "mnist_dense.deploy.export", "serve": "mnist_dense.deploy.serve"}
+
+
+def asked_network(model: Namespace) -> tuple[object, int] | None:
+    """`(net, hidden)` as the command line gives them, or None when it leaves the network to the checkpoint."""
+    if model.net is None and model.hidden == DEFAULT_HIDDEN:
+        return None
+    return model.net, model.hidden
 
 
 def _is_progress_bar(callback: object) -> bool:

@@ -53,7 +53,11 @@ def test_every_config_parses(config: Path, capsys: pytest.CaptureFixture) -> Non
         main(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["hidden"] == 128  # every configuration trains the tutorial's network
+    net = printed["model"]["net"]
+    if config.name.startswith("conv"):  # the convolutional networks of "Why convolutions"
+        assert net["class_path"] in ("mnist_dense.model.ClassicConvNet", "mnist_dense.model.GlobalPoolConvNet")
+    else:  # the tutorial's network
+        assert net is None and printed["model"]["hidden"] == 128
 
 
 def test_defaults_are_the_tutorial(capsys: pytest.CaptureFixture) -> None:
@@ -65,6 +69,7 @@ def test_defaults_are_the_tutorial(capsys: pytest.CaptureFixture) -> None:
     assert config["data"]["batch_size"] == 32 and config["data"]["normalization"] == "unit"
     assert config["data"]["val_size"] == 0  # the tutorial trains on all 60,000 and validates nothing
     assert config["model"]["lr"] == 0.001 and config["model"]["hidden"] == 128
+    assert config["model"]["net"] is None  # the tutorial's DenseNet
 
 
 @pytest.mark.slow
