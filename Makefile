@@ -38,5 +38,5 @@ bench: $(INSTALLED) ## fit vs the usual port and a plain loop, against the issue
 bench-serve: $(INSTALLED) ## Load-test `serve`: 16 clients, 10,000 test digits as PNG, batching on and off (ARGS="--ckpt_path CKPT")
 	$(PY) -m benchmarks.serve_load $(ARGS)
 
-results: $(INSTALLED) ## Rerun every accuracy figure of the README (seeds 0-2, configs, shifts, own pictures): about 6 min
+results: $(INSTALLED) ## Rerun every accuracy figure of the README (seeds 0-2, configs, conv nets, shifts, own pictures)
 	$(PY) -m benchmarks.results $(ARGS)

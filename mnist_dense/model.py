@@ -7,6 +7,10 @@
 - `GlobalPoolConvNet`: the same convolutions and a third, then a global max pool: the head sees only how strongly
   each feature appeared somewhere in the picture, not where.
 
+Each convolution is followed by batch normalization (before its ReLU): without it, every width of the global-pool
+network tried while designing it stayed between 98.1% and 98.7% after the tutorial's 5 epochs (seed 0; 16-32-64
+channels: 98.45%), and it passed 99% with it (README, "Why convolutions").
+
 A checkpoint names its network by class path; only the classes of `NETWORKS` are ever built from one.
 """
 
@@ -29,7 +33,8 @@ def keras_init(net: nn.Module) -> None:
     for layer in net.modules():
         if isinstance(layer, nn.Linear | nn.Conv2d):
             nn.init.xavier_uniform_(layer.weight)
-            nn.init.zeros_(layer.bias)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
 
 class DenseNet(nn.Module):
@@ -53,9 +58,17 @@ class DenseNet(nn.Module):
         return self.layers(images)
 
 
+def conv_layers(in_channels: int, out_channels: int) -> list[nn.Module]:
+    """3x3 convolution keeping the size (zero padding, as the empty border of a digit is), batch norm, ReLU.
+
+    No bias in the convolution: batch normalization's own shift takes its place.
+    """
+    return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU()]
+
+
 def conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
-    """3x3 convolution keeping the size (zero padding, as the empty border of a digit is), ReLU, 2x2 max pool."""
-    return [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+    """`conv_layers`, then a 2x2 max pool: half the size each way."""
+    return [*conv_layers(in_channels, out_channels), nn.MaxPool2d(2)]
 
 
 class ConvNetBase(nn.Module):
@@ -71,7 +84,7 @@ class ConvNetBase(nn.Module):
 class ClassicConvNet(ConvNetBase):
     """Conv(channels) -> pool -> Conv(2 x channels) -> pool -> flatten (7x7 places) -> Linear(10).
 
-    `channels=16`: 20,490 parameters.
+    `channels=16`: 20,538 parameters.
     """
 
     def __init__(self, channels: int = 16) -> None:
@@ -87,22 +100,19 @@ class ClassicConvNet(ConvNetBase):
 
 
 class GlobalPoolConvNet(ConvNetBase):
-    """Conv(channels) -> pool -> Conv(2 x channels) -> pool -> Conv(2 x channels) -> global max pool -> Linear(10).
+    """Conv(channels) -> pool -> Conv(2 x channels) -> pool -> Conv(4 x channels) -> global max pool -> Linear(10).
 
     The third convolution sees 18x18 pixels of the digit, enough for its features to say which digit it is
-    wherever they fire. `channels=16`: 14,410 parameters.
+    wherever they fire. `channels=16`: 24,058 parameters.
     """
 
     def __init__(self, channels: int = 16) -> None:
         super().__init__()
         self.channels = channels
         self.features = nn.Sequential(
-            *conv_block(1, channels),
-            *conv_block(channels, 2 * channels),
-            nn.Conv2d(2 * channels, 2 * channels, 3, padding=1),
-            nn.ReLU(),
+            *conv_block(1, channels), *conv_block(channels, 2 * channels), *conv_layers(2 * channels, 4 * channels)
         )
-        self.head = nn.Linear(2 * channels, NUM_CLASSES)
+        self.head = nn.Linear(4 * channels, NUM_CLASSES)
         keras_init(self)
         self.channels_last()
 

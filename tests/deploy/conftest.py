@@ -27,6 +27,17 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trained_conv_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 steps of `fit --config configs/conv.yaml` (the global-pool conv net) on the bundled MNIST, via the CLI."""
+    root = tmp_path_factory.mktemp("trained_conv")
+    command = [sys.executable, "-m", "mnist_dense", "fit", "--config", "configs/conv.yaml", "--trainer.max_steps",
+               "300", "--test_after_fit", "false", "--trainer.enable_progress_bar", "false",
+               "--trainer.default_root_dir", str(root)]  # fmt: skip
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=600)
+    return root / "version_0" / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
 def mnist_test() -> tuple[torch.Tensor, torch.Tensor]:
     """The 10,000 bundled test digits (uint8, N x 28 x 28) and their labels."""
     return load_split(BUNDLED_DATA, "test")
