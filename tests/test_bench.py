@@ -68,37 +68,36 @@ def test_step_costs_refuses_an_unknown_variant(capsys: pytest.CaptureFixture) ->
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(
+    ("factors", "net"),
+    [(["fused", "nvml"], None), (["threads", "contiguous"], "GlobalPoolConvNet")],
+    ids=["dense", "conv"],
+)
 def test_step_costs_interleaved_times_both_sides_of_each_factor_in_one_fit(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    factors: list[str], net: str | None, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     step_costs.main(
-        ["--interleaved", "--only", "fused,nvml", "--limit", "120", "--data_dir", str(BUNDLED_DATA)]
+        ["--interleaved", "--only", ",".join(factors), "--limit", "120", "--data_dir", str(BUNDLED_DATA)]
         + ["--out_dir", str(tmp_path)]
+        + (["--net", net] if net else [])
     )
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| fused", "| nvml"))]
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(tuple(f"| {f}" for f in factors))]
     assert len(rows) == 2
     for row in rows:
         package, other = (float(cell) for cell in row.split("|")[2:4])
         assert package > 0 and other > 0
     assert cli.MNISTClassifier is MNISTClassifier  # the CLI is left as it was
+    for factor in factors:  # each fit trained the network it was asked for
+        checkpoint = read_checkpoint(tmp_path / f"interleaved_{factor}" / "version_0" / "checkpoints" / "last.ckpt")
+        assert (checkpoint["hyper_parameters"]["net"] or {}).get("class_path") == (net and f"mnist_dense.model.{net}")
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
-def test_step_costs_times_threads_and_layout_of_a_conv_net_and_evaluation_batch_sizes(
-    tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
-    step_costs.main(
-        ["--interleaved", "--net", "GlobalPoolConvNet", "--only", "threads,contiguous", "--limit", "120"]
-        + ["--data_dir", str(BUNDLED_DATA), "--out_dir", str(tmp_path)]
-    )
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| threads", "| contiguous"))]
-    assert len(rows) == 2 and all(float(cell) > 0 for row in rows for cell in row.split("|")[2:4])
-    for factor in ("threads", "contiguous"):  # each fit trained the conv net it was asked for
-        checkpoint = read_checkpoint(tmp_path / f"interleaved_{factor}" / "version_0" / "checkpoints" / "last.ckpt")
-        assert checkpoint["hyper_parameters"]["net"]["class_path"] == "mnist_dense.model.GlobalPoolConvNet"
+def test_step_costs_times_evaluation_batch_sizes(capsys: pytest.CaptureFixture) -> None:
     step_costs.main(["--eval_batches", "100,500", "--net", "ClassicConvNet", "--repeats", "1"]
                     + ["--data_dir", str(BUNDLED_DATA)])  # fmt: skip
     table = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert table[0][1].strip() == "ClassicConvNet: batch size"
     assert [row[1].strip() for row in table[2:]] == ["100", "500"]
     assert all(float(cell) > 0 for row in table[2:] for cell in row[2:4])
