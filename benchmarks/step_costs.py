@@ -26,16 +26,25 @@ Whole epochs one after the other are at the mercy of a busy machine (differences
 drown in it). `--interleaved` measures the small ones more surely: one fit per factor, in this process,
 the factor switched on and off every 50 steps (`Interleave`), the median step time under each; factors
 bar_off, bar1, running_figures (the package's bar, drawn as in a terminal: off, every step, without its running
-loss and accuracy), log_steps, no_metrics, foreach, fused (switched in the optimizer's param_groups) and
-nvml (Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 against the CLI's `skip_failing_nvml_check`).
+loss and accuracy), log_steps, no_metrics, foreach, fused (switched in the optimizer's param_groups),
+nvml (Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 against the CLI's `skip_failing_nvml_check`), threads
+(torch's default threads against `torch.set_num_threads(1)`) and, for the convolutional networks,
+contiguous (their channels-last layout against PyTorch's default NCHW, weights and Adam's moments
+converted at each switch). `--net CLASS` trains `mnist_dense.model.CLASS` instead of the DenseNet.
 `--in_process` runs the variants as above but in this process (no start-up).
+
+`--eval_batches 100,250,1000` times evaluation instead: `test` on the 10,000 test images (`trainer.test`
+with `--data.eval_batch_size` N) and one pass of `mnist_dense.shift` over them in batches of N, the batch
+sizes alternating for `--repeats` rounds; the median seconds of each.
 
 `python -m benchmarks.step_costs --imports` instead times the start-up imports (`python -X importtime`)
 of `python -m mnist_dense fit --help`: the total, and who imports the heavy packages.
 
     python -m benchmarks.step_costs --threads 1                  # every variant, 3 rounds: about 8 minutes
-    python -m benchmarks.step_costs --threads 1 --interleaved    # 8 factors, one epoch each: about 1 minute
+    python -m benchmarks.step_costs --threads 1 --interleaved    # 9 factors, one epoch each: about 1 minute
     python -m benchmarks.step_costs --imports
+    python -m benchmarks.step_costs --interleaved --net GlobalPoolConvNet --only threads,contiguous --limit 1000
+    python -m benchmarks.step_costs --eval_batches 100,250,1000 --net GlobalPoolConvNet
 """
 
 from __future__ import annotations
@@ -150,7 +159,22 @@ FACTORS = {
     "foreach": ("Adam default (for-loop)", "Adam foreach=True"),
     "fused": ("Adam default (for-loop)", "Adam fused=True"),
     "nvml": ("NVML check only where NVML loads (the CLI)", "PYTORCH_NVML_BASED_CUDA_CHECK=1 (Lightning's)"),
+    "threads": ("torch's default threads", "torch.set_num_threads(1)"),
+    "contiguous": ("conv net in channels-last layout", "conv net NCHW-contiguous"),
 }
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+def set_memory_format(trainer: L.Trainer, net: torch.nn.Module, memory_format: torch.memory_format) -> None:
+    """The conv net's weights, its input and Adam's moments in one layout (channels-last or NCHW-contiguous)."""
+    if not hasattr(net, "features_of"):
+        raise SystemExit("error: the contiguous factor needs a conv net: --net ClassicConvNet or GlobalPoolConvNet")
+    net.to(memory_format=memory_format)
+    net.features_of = lambda images: net.features(images.contiguous(memory_format=memory_format))
+    for state in trainer.optimizers[0].state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.dim() == 4:
+                state[key] = value.contiguous(memory_format=memory_format)
 
 
 class Interleave(L.Callback):
@@ -195,6 +219,10 @@ class Interleave(L.Callback):
             os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
             if not mode:
                 skip_failing_nvml_check()
+        elif factor == "threads":
+            torch.set_num_threads(1 if mode else DEFAULT_THREADS)
+        elif factor == "contiguous":
+            set_memory_format(trainer, pl_module.net, torch.contiguous_format if mode else torch.channels_last)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         mode = (batch_idx // self.block) % 2
@@ -248,6 +276,7 @@ def _interleaved(factors: list[str], args: argparse.Namespace) -> str:
         fit += ["--trainer.callbacks+=benchmarks.step_costs.Interleave", "--trainer.callbacks.factor", factor]
         fit += ["--trainer.limit_train_batches", str(args.limit)] if args.limit else []
         fit += ["--threads", str(args.threads)] if args.threads else []
+        fit += net_flags(args)
         with open(run_dir / "output.log", "w") as log, redirect_stdout(log), redirect_stderr(log):
             run_as(HERE + "ToggleClassifier", fit)
         (result,) = result_lines((run_dir / "output.log").read_text())
@@ -296,6 +325,7 @@ def run_variant(name: str, args: argparse.Namespace, run_dir: Path) -> dict:
     command += ["--test_after_fit", "false", "--trainer.callbacks+=benchmarks.baselines.EpochTimer", *flags]
     if args.limit:
         command += ["--trainer.limit_train_batches", str(args.limit)]
+    command += net_flags(args)
     threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
     output, seconds, usage = run_child(command, run_dir / "output.log", {**os.environ, **threads, **env})
     results = result_lines(output)
@@ -306,6 +336,43 @@ def run_variant(name: str, args: argparse.Namespace, run_dir: Path) -> dict:
         "process_seconds": seconds,
         "process_cpu_seconds": usage.ru_utime + usage.ru_stime,
     }
+
+
+def net_flags(args: argparse.Namespace) -> list[str]:
+    return ["--model.net", f"mnist_dense.model.{args.net}"] if args.net else []
+
+
+def eval_batches(sizes: list[int], args: argparse.Namespace) -> str:
+    """`test` and one shift pass over the 10,000 test images at each batch size, alternating; median seconds."""
+    from mnist_dense.data import MNISTDataModule, load_split
+    from mnist_dense.model import NETWORKS
+    from mnist_dense.shift import accuracy
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = MNISTClassifier(net=NETWORKS[args.net]() if args.net else None).eval()
+    images, labels = load_split(args.data_dir, "test")
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    times: dict[int, dict[str, list[float]]] = {size: {"test": [], "shift": []} for size in sizes}
+    for _ in range(args.repeats):
+        for size in sizes:
+            start = time.perf_counter()
+            trainer.test(model, MNISTDataModule(args.data_dir, eval_batch_size=size), verbose=False)
+            middle = time.perf_counter()
+            accuracy(model, images, labels, "unit", batch_size=size)
+            times[size]["test"].append(middle - start)
+            times[size]["shift"].append(time.perf_counter() - middle)
+    name = args.net or "DenseNet"
+    lines = [
+        f"| {name}: batch size | test, 10,000 images (s) | one shift pass, 10,000 images (s) |",
+        "| ---: | ---: | ---: |",
+    ]
+    for size, measured in times.items():
+        lines.append(
+            f"| {size} | {statistics.median(measured['test']):.2f} | {statistics.median(measured['shift']):.2f} |"
+        )
+    return "\n".join(lines)
 
 
 HEAVY_IMPORTS = ("torch", "lightning", "torchvision", "torch._dynamo", "matplotlib.pyplot", "sympy")
@@ -323,6 +390,7 @@ def run_in_process(name: str, args: argparse.Namespace, run_dir: Path) -> dict:
     fit += ["--threads", str(args.threads)] if args.threads else []  # before the variant's own flags
     fit += ["--test_after_fit", "false", "--trainer.callbacks+=benchmarks.baselines.EpochTimer", *flags]
     fit += ["--trainer.limit_train_batches", str(args.limit)] if args.limit else []
+    fit += net_flags(args)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(run_dir / "output.log", "w") as log, redirect_stdout(log), redirect_stderr(log):
@@ -384,6 +452,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data_dir", default="data")
     parser.add_argument("--out_dir", default="runs/step_costs")
     parser.add_argument("--imports", action="store_true", help="time the start-up imports instead")
+    parser.add_argument("--net", choices=("DenseNet", "ClassicConvNet", "GlobalPoolConvNet"), help="network to train")
+    parser.add_argument("--eval_batches", help="comma-separated evaluation batch sizes to time instead")
     parser.add_argument(
         "--interleaved",
         action="store_true",
@@ -397,6 +467,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.imports:
         print(import_times())
+        return
+    if args.eval_batches:
+        print(f"load average at the start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
+        print(eval_batches([int(size) for size in args.eval_batches.split(",")], args))
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
         return
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     if args.interleaved:

@@ -12,10 +12,13 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from mnist_dense.constants import TUTORIAL_HIDDEN
+from mnist_dense.model import describe, known_networks, network_class, network_spec
 
 # Where runs go by default (`--trainer.default_root_dir`), and so where `--ckpt_path last` looks.
 RUNS_DIR = "runs"
@@ -103,21 +106,67 @@ def trained_normalization(checkpoint: dict[str, Any], default: str) -> str:
     return checkpoint.get("datamodule_hyper_parameters", {}).get("normalization", default)
 
 
-def check_state_shapes(path: str | Path | None, saved: dict[str, torch.Tensor], model: torch.nn.Module) -> None:
-    """Refuse weights of another size with the sizes named, instead of load_state_dict's shape error."""
-    expected = model.state_dict()
-    for name, tensor in saved.items():
-        if name in expected and tuple(expected[name].shape) != tuple(tensor.shape):
-            hidden_saved, hidden_model = _hidden(saved), _hidden(expected)
-            which = f"Checkpoint {path}" if path else "The checkpoint"
-            raise CheckpointError(
-                f"{which} holds a network with hidden={hidden_saved} units, but the model built"
-                f" here has hidden={hidden_model} ({name}: {tuple(tensor.shape)} vs {tuple(expected[name].shape)})."
-                f" Drop --model.hidden (the checkpoint's size is then used) or pass --model.hidden {hidden_saved}."
-            )
+def trained_eval_batch_size(checkpoint: dict[str, Any], default: int) -> int:
+    """The batch size the checkpoint's run evaluated in (`default` if it saved none): the conv configs choose theirs."""
+    return int(checkpoint.get("datamodule_hyper_parameters", {}).get("eval_batch_size", default))
 
 
-def _hidden(state: dict[str, torch.Tensor]) -> int | str:
-    """The hidden width of a DenseNet state dict: rows of its first Linear layer's weight."""
-    weights = [t for name, t in state.items() if name.endswith("weight") and t.dim() == 2]
-    return int(weights[0].shape[0]) if weights else "?"
+def peek_checkpoint(source: str | os.PathLike | IO) -> dict[str, Any]:
+    """A checkpoint read as `read_checkpoint` reads it, from a path, a URL or an open file (left where it was)."""
+    if hasattr(source, "read"):
+        position = source.tell()
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+        source.seek(position)
+        return checkpoint
+    if "://" in str(source):
+        import fsspec
+
+        with fsspec.open(str(source), "rb") as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
+    return read_checkpoint(source)
+
+
+def saved_network(path: str | os.PathLike | IO | None, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The network a checkpoint's hyperparameters name (`network_spec`); a class of another package is refused.
+
+    Checked on the class path alone: a checkpoint naming another class (which Lightning's loader would import and
+    build) stops here, and nothing of it is imported.
+    """
+    hparams = checkpoint.get("hyper_parameters") or {}
+    spec = network_spec(hparams.get("net"), hparams.get("hidden", TUTORIAL_HIDDEN))
+    if network_class(spec["class_path"]) is None:
+        raise CheckpointError(
+            f"{_which(path)} names the network {spec['class_path']!r}, which is not"
+            f" one of this package's networks ({known_networks()}); it was not imported. Give a checkpoint of"
+            " `python -m mnist_dense fit` with --ckpt_path (or load one you trust with that class's own code)."
+        )
+    return spec
+
+
+def check_network(
+    path: str | Path | None, checkpoint: dict[str, Any], built: dict[str, Any], expected: dict[str, torch.Tensor]
+) -> None:
+    """Refuse weights of another network or size with both named, instead of load_state_dict's key or shape error.
+
+    `built` is the `network_spec` of the model the weights go into, `expected` its state dict.
+    """
+    saved = checkpoint["state_dict"]
+    differences = [
+        f"{name}: {tuple(saved[name].shape)} vs {tuple(expected[name].shape)}"
+        for name in saved
+        if name in expected and tuple(saved[name].shape) != tuple(expected[name].shape)
+    ]
+    differences += [f"{name} is not in the checkpoint" for name in expected if name not in saved]
+    differences += [f"{name} is not in the model" for name in saved if name not in expected]
+    if differences:
+        raise CheckpointError(
+            f"{_which(path)} holds a {describe(saved_network(path, checkpoint))} network, but the model built here is a"
+            f" {describe(built)} ({differences[0]}). Drop --model.net and --model.hidden (the checkpoint's network is"
+            " then used), or build the model with the checkpoint's network (MNISTClassifier.load_from_checkpoint"
+            " does it)."
+        )
+
+
+def _which(path: object) -> str:
+    """How a message names the checkpoint: its path, when there is one."""
+    return f"Checkpoint {path}" if path else "The checkpoint"

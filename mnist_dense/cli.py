@@ -29,14 +29,17 @@ from mnist_dense.checkpoints import (
     CheckpointError,
     read_checkpoint,
     resolve_last,
+    saved_network,
     trained_normalization,
 )
 from mnist_dense.constants import TUTORIAL_EPOCHS
 from mnist_dense.data import MNISTDataError, MNISTDataModule
-from mnist_dense.module import MNISTClassifier
+from mnist_dense.model import describe, network_spec
+from mnist_dense.module import MNISTClassifier, check_network_choice
 from mnist_dense.pictures import OwnImagesError
 
 DEFAULT_SEED = 0
+DEFAULT_HIDDEN = inspect.signature(MNISTClassifier).parameters["hidden"].default
 
 # The data is in memory: worker processes would only add overhead.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -138,18 +141,24 @@ class MNISTDenseCLI(LightningCLI):
         config = self.config.get(subcommand or "", None)
         if config:
             check_accelerator(config.trainer.accelerator)
+        if config and config.get("model"):
+            try:
+                check_network_choice(config.model.net, config.model.hidden)
+            except ValueError as err:
+                parser.error(f"--model.{err}")
         if not config or not config.get("ckpt_path"):
             return
         if config.ckpt_path == "last":
             config.ckpt_path = str(resolve_last(*run_folders(config.trainer)))
         checkpoint = read_checkpoint(config.ckpt_path)
-        saved = checkpoint["hyper_parameters"].get("hidden")
-        asked, default = config.model.hidden, inspect.signature(MNISTClassifier).parameters["hidden"].default
-        if saved is not None and asked not in (saved, default):
+        saved = saved_network(config.ckpt_path, checkpoint)  # another package's class: refused, never imported
+        asked = asked_network(config.model)
+        if asked is not None and network_spec(*asked) != saved:
+            flag = f"--model.hidden {asked[1]}" if asked[0] is None else f"--model.net {describe(network_spec(*asked))}"
             raise CheckpointError(
-                f"Checkpoint {config.ckpt_path} holds a network with hidden={saved} units, but --model.hidden"
-                f" {asked} was asked for. Drop --model.hidden (the checkpoint's size is used), or drop --ckpt_path"
-                " to train a new network of the size you asked for."
+                f"Checkpoint {config.ckpt_path} holds a {describe(saved)} network, but {flag} was asked for. Drop"
+                " --model.net and --model.hidden (the checkpoint's network is then used), or drop --ckpt_path to train"
+                " a new network of the kind you asked for."
             )
         trained = trained_normalization(checkpoint, config.data.normalization)
         if subcommand != "fit" and trained != config.data.normalization:
@@ -224,6 +233,13 @@ OTHER_COMMANDS = {
     "serve": "mnist_dense.deploy.serve",
     "sweep": "mnist_dense.sweep",
 }
+
+
+def asked_network(model: Namespace) -> tuple[object, int] | None:
+    """`(net, hidden)` as the command line gives them, or None when it leaves the network to the checkpoint."""
+    if model.net is None and model.hidden == DEFAULT_HIDDEN:
+        return None
+    return model.net, model.hidden
 
 
 def _is_a(item: object, kind: type | tuple[type, ...]) -> bool:

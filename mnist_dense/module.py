@@ -11,29 +11,33 @@ on a GPU a per-step log would make the host wait for the device.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import IO, Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from jsonargparse.typing import PositiveFloat, PositiveInt
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_dense.checkpoints import check_state_shapes
+from mnist_dense.checkpoints import check_network, peek_checkpoint, saved_network
 from mnist_dense.constants import IMAGE_SIZE, KERAS_ADAM_EPS, NUM_CLASSES, TUTORIAL_HIDDEN, TUTORIAL_LR
-from mnist_dense.model import DenseNet
+from mnist_dense.model import build_network, known_networks, network_class, network_spec
 
 Batch = tuple[Tensor, Tensor]
 STAGES = ("train", "val", "test")
 
 
 class MNISTClassifier(L.LightningModule):
-    """Flatten -> Linear(784, hidden) -> ReLU -> Linear(hidden, 10), trained with Adam as Keras configures it.
+    """A network of `mnist_dense.model` (the tutorial's DenseNet by default), trained with Adam as Keras configures it.
 
     Args:
-        hidden: Units of the hidden layer; 128 as in the tutorial (101,770 parameters).
+        net: The network to train: `mnist_dense.model.ClassicConvNet` or `mnist_dense.model.GlobalPoolConvNet`
+            (with their own init args), or `mnist_dense.model.DenseNet`; unset, the tutorial's DenseNet of `hidden`
+            units. Only this package's networks: a checkpoint names its network, and loading one must never import
+            a class from elsewhere.
+        hidden: Units of the default DenseNet's hidden layer; 128 as in the tutorial (101,770 parameters).
         lr: Adam's learning rate; 1e-3 is Keras' default. With lr_schedule "onecycle" it is the peak.
         lr_schedule: "constant" as in the tutorial, or "onecycle" (warm up, then anneal, once per optimizer step,
             over `trainer.estimated_stepping_batches`).
@@ -41,6 +45,7 @@ class MNISTClassifier(L.LightningModule):
 
     def __init__(
         self,
+        net: nn.Module | None = None,
         hidden: PositiveInt = TUTORIAL_HIDDEN,
         lr: PositiveFloat = TUTORIAL_LR,
         lr_schedule: Literal["constant", "onecycle"] = "constant",
@@ -57,8 +62,11 @@ class MNISTClassifier(L.LightningModule):
         # `load_from_checkpoint` uses for a CLI checkpoint) passes its PositiveInt/PositiveFloat, and a checkpoint
         # holding those cannot be read back with torch's `weights_only` loading.
         hidden, lr = int(hidden), float(lr)
+        network = choose_network(net, hidden)
+        if isinstance(net, nn.Module):
+            net = network_spec(net)  # its config, not the instance: torch's weights_only load refuses a pickled module
         self.save_hyperparameters()
-        self.net = DenseNet(hidden)
+        self.net = network
         # One metric object per stage. Keras' accuracy is micro (the fraction right); torchmetrics' default is macro.
         # No argument checks or NaN checks in training: each would make a GPU wait every step.
         self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro", validate_args=False)
@@ -122,10 +130,44 @@ class MNISTClassifier(L.LightningModule):
         probabilities = self(images).softmax(dim=1)
         return {"probabilities": probabilities, "predicted": probabilities.argmax(dim=1), "target": labels}
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | IO, *args: Any, **kwargs: Any) -> MNISTClassifier:
+        """Lightning's, once the checkpoint is known to name one of this package's networks.
+
+        LightningCLI saves the network as a class path, which Lightning's loader would import whatever it names;
+        another class is refused here with `CheckpointError`, before anything is imported.
+        """
+        saved_network(checkpoint_path, peek_checkpoint(checkpoint_path))
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Weights of another hidden size: a message naming both sizes, not load_state_dict's shape error."""
+        """Weights of another network or size: a message naming both, not load_state_dict's key or shape error."""
         try:
             path = self.trainer.ckpt_path
-        except RuntimeError:  # not attached to a Trainer: `load_from_checkpoint` builds the right size anyway
+        except RuntimeError:  # not attached to a Trainer: `load_from_checkpoint` builds the right network anyway
             path = None
-        check_state_shapes(path, checkpoint["state_dict"], self)
+        check_network(path, checkpoint, network_spec(self.net), self.state_dict())
+
+
+def choose_network(net: nn.Module | dict | None, hidden: int) -> nn.Module:
+    """The network to train: `net` itself, built from its config, or the tutorial's DenseNet of `hidden` units."""
+    spec = check_network_choice(net, hidden)
+    return net if isinstance(net, nn.Module) else build_network(spec)
+
+
+def check_network_choice(net: object, hidden: int) -> dict[str, Any]:
+    """The `network_spec` that `net` and `hidden` choose, or ValueError: this package's networks only, and `hidden`
+    only for the default DenseNet. The messages name the argument first (the CLI prefixes `--model.`)."""
+    spec = network_spec(net, hidden)
+    if network_class(spec["class_path"]) is None:
+        raise ValueError(
+            f"net {spec['class_path']}: only this package's networks train here ({known_networks()}). To train a"
+            " network of your own on this data, write a LightningModule for it with MNISTDataModule (README: Use it"
+            " from another project)."
+        )
+    if net is not None and hidden != TUTORIAL_HIDDEN:
+        raise ValueError(
+            f"hidden {hidden} sizes the default DenseNet; with a net given, give that network's own arguments"
+            " (mnist_dense.model.DenseNet(hidden=N); on the command line --model.net.init_args.hidden N)."
+        )
+    return spec

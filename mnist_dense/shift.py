@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import sys
 from pathlib import Path
 
@@ -20,44 +21,50 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_dense.callbacks.plots import save_figure
-from mnist_dense.checkpoints import CheckpointError, read_checkpoint, trained_normalization
+from mnist_dense.checkpoints import CheckpointError, read_checkpoint, trained_eval_batch_size, trained_normalization
 from mnist_dense.constants import NUM_CLASSES
-from mnist_dense.data import MNISTDataError, load_split
+from mnist_dense.data import MNISTDataError, MNISTDataModule, load_split
 from mnist_dense.data.files import default_data_dir
 from mnist_dense.module import MNISTClassifier
 from mnist_dense.scaling import to_model_input
 from mnist_dense.translate import DIRECTIONS, shift_images
 
+# A checkpoint's input normalization and evaluation batch size (`--data.eval_batch_size` of its run).
+Trained = tuple[str, int]
+EVAL_BATCH_SIZE = inspect.signature(MNISTDataModule).parameters["eval_batch_size"].default
+
 
 @torch.inference_mode()
-def accuracy(model: MNISTClassifier, images: Tensor, labels: Tensor, normalization: str) -> float:
+def accuracy(
+    model: MNISTClassifier, images: Tensor, labels: Tensor, normalization: str, batch_size: int = EVAL_BATCH_SIZE
+) -> float:
     """Micro accuracy (as Keras and `test` count it) of uint8 images (N, 28, 28)."""
     metric = MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro")
-    for start in range(0, len(labels), 1000):
-        batch = to_model_input(images[start : start + 1000], normalization)
-        metric.update(model(batch), labels[start : start + 1000])
+    for start in range(0, len(labels), batch_size):
+        batch = to_model_input(images[start : start + batch_size], normalization)
+        metric.update(model(batch), labels[start : start + batch_size])
     return float(metric.compute())
 
 
 def shift_accuracies(
-    model: MNISTClassifier, images: Tensor, labels: Tensor, normalization: str, max_shift: int
+    model: MNISTClassifier, images: Tensor, labels: Tensor, trained: Trained, max_shift: int
 ) -> list[float]:
     """Accuracy at each shift 0..max_shift, averaged over the eight directions."""
-    results = [accuracy(model, images, labels, normalization)]
+    results = [accuracy(model, images, labels, *trained)]
     for size in range(1, max_shift + 1):
         per_direction = [
-            accuracy(model, shift_images(images, rows * size, cols * size), labels, normalization)
+            accuracy(model, shift_images(images, rows * size, cols * size), labels, *trained)
             for rows, cols in DIRECTIONS
         ]
         results.append(sum(per_direction) / len(per_direction))
     return results
 
 
-def load_checkpoint(path: Path) -> tuple[MNISTClassifier, str]:
-    """The model, in eval mode on the CPU, and the normalization it was trained with."""
+def load_checkpoint(path: Path) -> tuple[MNISTClassifier, Trained]:
+    """The model, in eval mode on the CPU, the normalization it was trained with and its run's evaluation batch."""
     checkpoint = read_checkpoint(path)  # a missing or damaged file: one clear error naming it
-    normalization = trained_normalization(checkpoint, "unit")
-    return MNISTClassifier.load_from_checkpoint(path, map_location="cpu").eval(), normalization
+    trained = trained_normalization(checkpoint, "unit"), trained_eval_batch_size(checkpoint, EVAL_BATCH_SIZE)
+    return MNISTClassifier.load_from_checkpoint(path, map_location="cpu").eval(), trained
 
 
 def shift_figure(table: dict[str, list[float]]) -> Figure:
@@ -105,8 +112,8 @@ def main(args: list[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     table = {
-        name: shift_accuracies(model, images, labels, normalization, options.max_shift)
-        for name, (model, normalization) in zip(names, models, strict=True)
+        name: shift_accuracies(model, images, labels, trained, options.max_shift)
+        for name, (model, trained) in zip(names, models, strict=True)
     }
     print("shift  " + "  ".join(f"{name:>12}" for name in names))
     for size in range(options.max_shift + 1):

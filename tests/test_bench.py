@@ -114,17 +114,36 @@ def test_step_costs_refuses_an_unknown_variant(capsys: pytest.CaptureFixture) ->
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(
+    ("factors", "net"),
+    [(["fused", "nvml", "running_figures"], None), (["threads", "contiguous"], "GlobalPoolConvNet")],
+    ids=["dense", "conv"],
+)
 def test_step_costs_interleaved_times_both_sides_of_each_factor_in_one_fit(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    factors: list[str], net: str | None, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     step_costs.main(
-        ["--interleaved", "--only", "fused,nvml,running_figures", "--limit", "120", "--data_dir", str(BUNDLED_DATA)]
+        ["--interleaved", "--only", ",".join(factors), "--limit", "120", "--data_dir", str(BUNDLED_DATA)]
         + ["--out_dir", str(tmp_path)]
+        + (["--net", net] if net else [])
     )
-    printed = capsys.readouterr().out.splitlines()
-    rows = [line for line in printed if line.startswith(("| fused", "| nvml", "| running_figures"))]
-    assert len(rows) == 3
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(tuple(f"| {f}" for f in factors))]
+    assert len(rows) == len(factors)
     for row in rows:
         package, other = (float(cell) for cell in row.split("|")[2:4])
         assert package > 0 and other > 0
     assert cli.MNISTClassifier is MNISTClassifier  # the CLI is left as it was
+    for factor in factors:  # each fit trained the network it was asked for
+        checkpoint = read_checkpoint(tmp_path / f"interleaved_{factor}" / "version_0" / "checkpoints" / "last.ckpt")
+        assert (checkpoint["hyper_parameters"]["net"] or {}).get("class_path") == (net and f"mnist_dense.model.{net}")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_step_costs_times_evaluation_batch_sizes(capsys: pytest.CaptureFixture) -> None:
+    step_costs.main(["--eval_batches", "100,500", "--net", "ClassicConvNet", "--repeats", "1"]
+                    + ["--data_dir", str(BUNDLED_DATA)])  # fmt: skip
+    table = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert table[0][1].strip() == "ClassicConvNet: batch size"
+    assert [row[1].strip() for row in table[2:]] == ["100", "500"]
+    assert all(float(cell) > 0 for row in table[2:] for cell in row[2:4])

@@ -128,7 +128,8 @@ def test_checkpoint_hyperparameters_rebuild_the_right_model(earlier_run: Path, t
 def test_weights_of_another_size_in_python_name_both_sizes(earlier_run: Path, tiny_mnist: Path) -> None:
     ckpt = earlier_run / "version_0" / "checkpoints" / "last.ckpt"
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
-    with pytest.raises(CheckpointError, match=r"hidden=64 units, but the model built here has hidden=32"):
+    expected = r"DenseNet\(hidden=64\) network, but the model built here is a DenseNet\(hidden=32\)"
+    with pytest.raises(CheckpointError, match=expected):
         trainer.validate(MNISTClassifier(hidden=32), MNISTDataModule(str(tiny_mnist), val_size=100), ckpt_path=ckpt)
 
 

@@ -76,7 +76,7 @@ def test_accuracy_at_shift_zero_is_the_test_accuracy_and_falls_with_shift(
     # Both would be 1.0 for a model that gets every digit right; here the equality says the same digits are right,
     # read with the normalization the checkpoint was trained with ("standard"; the default "unit" counts otherwise).
     assert test_acc < 0.95
-    model, normalization = shift.load_checkpoint(best)
+    model, (normalization, _) = shift.load_checkpoint(best)
     images, labels = load_split(tiny_mnist, "test")
     assert normalization == "standard" and shift.accuracy(model, images, labels, "unit") != pytest.approx(test_acc)
     assert table[0] > table[2] > table[3]  # the bars move onto other classes' columns

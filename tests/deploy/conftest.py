@@ -15,9 +15,10 @@ from mnist_dense.data import load_split
 from tests.conftest import BUNDLED_DATA, REPO
 
 
-def fit_checkpoint(root: Path, *flags: str) -> Path:
-    """400 steps of `fit` on the bundled MNIST, through the CLI as a user runs it; the last checkpoint."""
-    command = [sys.executable, "-m", "mnist_dense", "fit", "--trainer.max_steps", "400", "--data.val_size", "1000",
+def fit_checkpoint(root: Path, *flags: str, config: str | None = None, steps: int = 400) -> Path:
+    """`steps` steps of `fit` on the bundled MNIST, through the CLI as a user runs it; the last checkpoint."""
+    command = [sys.executable, "-m", "mnist_dense", "fit", *(["--config", config] if config else []),
+               "--trainer.max_steps", str(steps), "--data.val_size", "1000",
                "--trainer.limit_val_batches", "2", "--test_after_fit", "false", "--trainer.enable_progress_bar",
                "false", "--plots.enabled", "false", "--trainer.default_root_dir", str(root), *flags]  # fmt: skip
     subprocess.run(command, cwd=REPO, check=True, capture_output=True, timeout=600)
@@ -31,9 +32,9 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Another network for `serve` to answer beside the first: 32 hidden units instead of 128, 400 steps."""
-    return fit_checkpoint(tmp_path_factory.mktemp("small"), "--model.hidden", "32")
+def trained_conv_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 steps of `fit --config configs/conv.yaml` (the global-pool conv net) on the bundled MNIST, via the CLI."""
+    return fit_checkpoint(tmp_path_factory.mktemp("trained_conv"), config="configs/conv.yaml", steps=300)
 
 
 @pytest.fixture(scope="session")

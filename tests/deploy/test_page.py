@@ -154,18 +154,19 @@ def test_predict_on_an_empty_pad_asks_for_a_drawing(page) -> None:
 
 
 def test_as_drawn_a_digit_in_a_corner_reaches_every_network_uncentred_and_each_answers(
-    browser, trained_checkpoint: Path, small_checkpoint: Path
+    browser, trained_checkpoint: Path, trained_conv_checkpoint: Path
 ) -> None:
-    """Two networks side by side; with the switch on, the seven stays in its corner for both; off, it is centred."""
-    with ServeProcess([trained_checkpoint, small_checkpoint], "--names", "dense128", "dense32") as server:
+    """The dense and the global-pool conv network side by side; with the switch on, the seven stays in its corner for
+    both; off, it is centred."""
+    with ServeProcess([trained_checkpoint, trained_conv_checkpoint], "--names", "dense", "conv") as server:
         context = browser.new_context()
         page = context.new_page()
         page.goto(f"{server.url}/draw")
         page.check("#as-drawn")
         draw(page, SMALL_SEVEN_IN_A_CORNER)
         answer = predict(page)
-        assert [each["network"] for each in answer["answers"]] == ["dense128", "dense32"]
-        assert page.locator(".network h2").all_text_contents() == ["dense128", "dense32"]
+        assert [each["network"] for each in answer["answers"]] == ["dense", "conv"]
+        assert page.locator(".network h2").all_text_contents() == ["dense", "conv"]
         ink = [(i // 28, i % 28) for i, value in enumerate(prepared_pixels(page)) if value > 127]
         assert ink and max(row for row, _ in ink) < 10 and max(column for _, column in ink) < 10  # the top-left corner
         assert "the ink where you drew it" in page.text_content("#caption")

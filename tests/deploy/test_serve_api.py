@@ -237,8 +237,8 @@ def test_the_page_and_its_files_are_served_with_a_same_origin_policy(client: Tes
 
 
 @pytest.fixture(scope="module")
-def two_networks(trained_checkpoint: Path, small_checkpoint: Path):
-    server = build_server([trained_checkpoint, small_checkpoint], ["dense128", "dense32"], max_batch_size=8)
+def two_networks(trained_checkpoint: Path, trained_conv_checkpoint: Path):
+    server = build_server([trained_checkpoint, trained_conv_checkpoint], ["dense", "conv"], max_batch_size=8)
     with wrap_litserve_start(server) as started, TestClient(started.app) as client:
         wait_until_healthy(client)
         yield client
@@ -251,7 +251,7 @@ def test_several_networks_answer_side_by_side_each_under_its_name(
         alone = client.post("/predict", json={"image": png}).json()
         both = two_networks.post("/predict", json={"image": png}).json()
         assert set(both) == {"answers", "prepared"} and both["prepared"] == alone["prepared"]
-        assert [answer["network"] for answer in both["answers"]] == ["dense128", "dense32"]
+        assert [answer["network"] for answer in both["answers"]] == ["dense", "conv"]
         first, second = both["answers"]
         assert first["digit"] == alone["digit"]  # the first checkpoint is the one `client` serves alone
         assert first["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-5)

@@ -206,9 +206,13 @@ def test_without_the_deploy_extra_serve_says_which_extra_to_install(
     ],
 )
 def test_several_checkpoints_need_distinct_plain_names(
-    trained_checkpoint: Path, small_checkpoint: Path, capsys: pytest.CaptureFixture, names: list[str], message: str
+    trained_checkpoint: Path,
+    trained_conv_checkpoint: Path,
+    capsys: pytest.CaptureFixture,
+    names: list[str],
+    message: str,
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["serve", "--ckpt_path", str(trained_checkpoint), str(small_checkpoint), *names])
+        main(["serve", "--ckpt_path", str(trained_checkpoint), str(trained_conv_checkpoint), *names])
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.startswith(f"error: {message}")
