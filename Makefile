@@ -37,11 +37,11 @@ clean: ## Remove run outputs and decompressed data (keeps .venv)
 	rm -rf runs lightning_logs .pytest_cache
 	rm -f data/MNIST/raw/*-ubyte
 
-bench: $(INSTALLED) ## fit vs the usual port, a plain loop and the tutorial's Keras program (with the keras extra); runs/bench/latest.md (ARGS="--threads 1" on a busy machine)
+bench: $(INSTALLED) ## fit vs the usual port, a plain loop and the tutorial's Keras program (with the keras extra); runs/bench/latest.md (ARGS="--keras_python PATH" for the Keras run)
 	$(PY) -m benchmarks.bench $(ARGS)
 
 bench-serve: $(INSTALLED) ## Load-test `serve`: 10,000 test digits, batching on and off, then hostile clients (ARGS="--ckpt_path CKPT")
 	$(PY) -m benchmarks.serve_load $(ARGS)
 
-results: $(INSTALLED) ## Rerun every accuracy figure of the README (seeds 0-2, configs, shifts, own pictures): about 6 min
+results: $(INSTALLED) ## Rerun every accuracy figure of the README (seeds 0-2, configs, conv nets, shifts, own pictures)
 	$(PY) -m benchmarks.results $(ARGS)

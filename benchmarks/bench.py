@@ -19,9 +19,9 @@ pictures and shutdown (wall and CPU seconds, from the marks each process prints:
 the issues' targets are stated in, the load average at the start and the end, a Markdown table (printed and
 written to runs/bench/latest.md) and the raw figures (runs/bench/<time>.json).
 
-Threads: (a), (b) and (c) compute with torch's default thread count, or all with OMP_NUM_THREADS=N given
-`--threads N` (on a machine shared with other jobs, torch's threads spinning for a core can slow any of them
-tenfold); (d) runs with the threads TensorFlow chooses.
+Threads: (a), (b) and (c) all compute with OMP_NUM_THREADS=N, `--threads N`: 1 by default, the count the CLI
+chooses for the dense network (at batch 32 a second thread only spins); (d) runs with the threads TensorFlow
+chooses.
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data_dir", default="data")
     parser.add_argument("--out_dir", default="runs/bench")
     parser.add_argument(
-        "--threads", type=int, default=None, help="OMP_NUM_THREADS for (a), (b), (c) alike (unset: torch's default)"
+        "--threads", type=int, default=1, help="OMP_NUM_THREADS for (a), (b), (c) alike (1: the CLI's own default)"
     )
     parser.add_argument(
         "--keras_python",

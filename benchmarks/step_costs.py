@@ -7,11 +7,13 @@ Each variant is `python -m mnist_dense fit` with one thing changed, run as its o
   bar1           Lightning's TQDM bar redrawn every step (Lightning's own default), frames into the log file
   bar_off        --trainer.enable_progress_bar false
   foreach        Adam(foreach=True)                             (subclass `ForeachAdamClassifier`)
-  fused          Adam(fused=True)                               (subclass `FusedAdamClassifier`)
+  forloop        Adam's for-loop, torch's CPU default, instead of the package's fused=True
+                                                                (subclass `ForLoopAdamClassifier`)
   log_steps      self.log(train loss and accuracy, on_step=False, on_epoch=True) every step
                  instead of once an epoch                       (subclass `PerStepLogClassifier`)
   no_metrics     no training loss or accuracy at all, as the plain loop (subclass `NoTrainMetricsClassifier`)
-  one_thread     --threads 1 (the others: torch's default threads, or --threads)
+  torch_threads  --threads N, torch's own count (the others: the CLI's default, 1 for the dense network, or
+                 --threads)
 
 The variants that need another LightningModule run the package's own CLI with that class in place of
 `MNISTClassifier` (`python -m benchmarks.step_costs --as CLASS fit ...`): `main()` passes
@@ -69,6 +71,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from benchmarks.baselines import RESULT_PREFIX, result_lines, run_child
 from mnist_dense.callbacks import KerasProgressBar
 from mnist_dense.cli import skip_failing_nvml_check
+from mnist_dense.constants import KERAS_ADAM_EPS
 from mnist_dense.module import MNISTClassifier
 
 BAR = "--trainer.callbacks+=TQDMProgressBar"
@@ -76,17 +79,17 @@ STEPS_PER_EPOCH = 1875  # the default: all 60,000 training images at batch 32
 
 
 class ForeachAdamClassifier(MNISTClassifier):
-    """Adam with `foreach=True`: one multi-tensor kernel per update instead of a loop over the 4 parameters."""
+    """Adam with `foreach=True`: one multi-tensor kernel per update, instead of the package's fused kernel."""
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, foreach=True)
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=KERAS_ADAM_EPS, foreach=True)
 
 
-class FusedAdamClassifier(MNISTClassifier):
-    """Adam with `fused=True` (a CPU kernel since torch 2.4)."""
+class ForLoopAdamClassifier(MNISTClassifier):
+    """Adam as torch runs it by default on the CPU, a loop over the parameters: not the package's fused kernel."""
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=True)
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=KERAS_ADAM_EPS, foreach=False, fused=False)
 
 
 class PerStepLogClassifier(MNISTClassifier):
@@ -156,8 +159,8 @@ FACTORS = {
     "running_figures": ("bar shows the running loss and accuracy", "bar shows Lightning's figures (v_num)"),
     "log_steps": ("metrics logged once an epoch", "2 self.log calls every step"),
     "no_metrics": ("metric updates every step", "no training metrics"),
-    "foreach": ("Adam default (for-loop)", "Adam foreach=True"),
-    "fused": ("Adam default (for-loop)", "Adam fused=True"),
+    "foreach": ("Adam fused=True", "Adam foreach=True"),
+    "fused": ("Adam fused=True", "Adam for-loop (torch's default on the CPU)"),
     "nvml": ("NVML check only where NVML loads (the CLI)", "PYTORCH_NVML_BASED_CUDA_CHECK=1 (Lightning's)"),
     "threads": ("torch's default threads", "torch.set_num_threads(1)"),
     "contiguous": ("conv net in channels-last layout", "conv net NCHW-contiguous"),
@@ -212,9 +215,10 @@ class Interleave(L.Callback):
             pl_module.log_every_step = bool(mode)
         elif factor == "no_metrics":
             pl_module.update_metrics = not mode
-        elif factor in ("foreach", "fused"):
+        elif factor in ("foreach", "fused"):  # the package's fused Adam, or the other implementation
             for group in trainer.optimizers[0].param_groups:
-                group[factor] = True if mode else None
+                group["fused"] = None if mode else True
+                group["foreach"] = True if mode and factor == "foreach" else None
         elif factor == "nvml":
             os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
             if not mode:
@@ -298,10 +302,10 @@ VARIANTS: dict[str, tuple[str, list[str], dict[str, str]]] = {
     "bar1": (MODULE, [BAR, "--trainer.callbacks.refresh_rate", "1"], {}),
     "bar_off": (MODULE, ["--trainer.enable_progress_bar", "false"], {}),
     "foreach": (HERE + "ForeachAdamClassifier", [], {}),
-    "fused": (HERE + "FusedAdamClassifier", [], {}),
+    "forloop": (HERE + "ForLoopAdamClassifier", [], {}),
     "log_steps": (HERE + "PerStepLogClassifier", [], {}),
     "no_metrics": (HERE + "NoTrainMetricsClassifier", [], {}),
-    "one_thread": (MODULE, ["--threads", "1"], {}),
+    "torch_threads": (MODULE, ["--threads", str(DEFAULT_THREADS)], {}),
 }
 
 

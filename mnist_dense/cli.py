@@ -34,7 +34,7 @@ from mnist_dense.checkpoints import (
 )
 from mnist_dense.constants import TUTORIAL_EPOCHS
 from mnist_dense.data import MNISTDataError, MNISTDataModule
-from mnist_dense.model import describe, network_spec
+from mnist_dense.model import DenseNet, class_path, describe, network_spec
 from mnist_dense.module import MNISTClassifier, check_network_choice
 from mnist_dense.pictures import OwnImagesError
 
@@ -129,9 +129,10 @@ class MNISTDenseCLI(LightningCLI):
             "--threads",
             type=PositiveInt | None,
             default=None,
-            help="CPU threads torch computes with (torch.set_num_threads); default: torch's own (OMP_NUM_THREADS, else"
-            " one a core). The count changes the rounding, so the run's config.yaml records it: give the same to"
-            " reproduce its figures. 1 trains faster on 2 cores at half the CPU seconds (README, Speed).",
+            help="CPU threads torch computes with (torch.set_num_threads). Default: OMP_NUM_THREADS where it is set;"
+            " else 1 for the dense network (at batch 32 its operations are too small for a second thread, which only"
+            " spins: README, Speed) and torch's own count, one a core, for the convolutional ones. The count changes"
+            " the rounding, so the run's config.yaml records it: give the same to reproduce its figures.",
         )
 
     def parse_arguments(self, parser, args) -> None:
@@ -221,8 +222,9 @@ class MNISTDenseCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         """`--threads` first, so that everything is built and run with it; config.yaml records the count used."""
         config = self.config[self.subcommand]
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        threads = config.threads or default_threads(config.model)
+        if threads:
+            torch.set_num_threads(threads)
         config.threads = torch.get_num_threads()
         super().instantiate_classes()
 
@@ -240,6 +242,13 @@ def asked_network(model: Namespace) -> tuple[object, int] | None:
     if model.net is None and model.hidden == DEFAULT_HIDDEN:
         return None
     return model.net, model.hidden
+
+
+def default_threads(model: Namespace) -> int | None:
+    """`--threads` left unset: OMP_NUM_THREADS where set (None: torch reads it), else 1 for the dense network."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return None
+    return 1 if network_spec(model.net, model.hidden)["class_path"] == class_path(DenseNet) else None
 
 
 def _is_a(item: object, kind: type | tuple[type, ...]) -> bool:

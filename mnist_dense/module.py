@@ -17,6 +17,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from jsonargparse.typing import PositiveFloat, PositiveInt
+from lightning.pytorch.plugins.precision import FSDPPrecision, MixedPrecision
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -81,12 +82,24 @@ class MNISTClassifier(L.LightningModule):
         return self.net(images)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=KERAS_ADAM_EPS)
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=KERAS_ADAM_EPS, fused=self.fused_adam())
         if self.hparams.lr_schedule == "constant":
             return optimizer
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr, total_steps=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def fused_adam(self) -> bool | None:
+        """Adam's fused kernel (one kernel for all parameters: 0.2 ms a step less here, README: Speed) where torch has
+        one for the parameters' device, else torch's default. Not under mixed precision: Lightning's plugins unscale
+        and clip the gradients outside the optimizer's step, and refuse to clip for one that unscales inside it."""
+        if any(p.device.type not in ("cpu", "cuda") for p in self.parameters()):
+            return None
+        try:
+            mixed = isinstance(self.trainer.precision_plugin, (MixedPrecision, FSDPPrecision))
+        except RuntimeError:  # not attached to a Trainer
+            mixed = False
+        return None if mixed else True
 
     def shared_step(self, batch: Batch, stage: str) -> Tensor:
         """Forward, loss, and the stage's metric updates: the same for training, validation and test."""

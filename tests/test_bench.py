@@ -95,7 +95,7 @@ def test_step_costs_runs_its_variants_through_the_cli_and_reports_each_against_d
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     step_costs.main(
-        ["--only", "default,fused,log_steps", "--repeats", "1", "--limit", "8", "--threads", "1"]
+        ["--only", "default,forloop,log_steps", "--repeats", "1", "--limit", "8", "--threads", "1"]
         + ["--data_dir", str(BUNDLED_DATA), "--out_dir", str(tmp_path)]
     )
     printed = capsys.readouterr().out

@@ -54,7 +54,11 @@ def test_every_config_parses(config: Path, capsys: pytest.CaptureFixture) -> Non
         main(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["hidden"] == 128  # every configuration trains the tutorial's network
+    net = printed["model"]["net"]
+    if config.name.startswith("conv"):  # the convolutional networks of "Why convolutions"
+        assert net["class_path"] in ("mnist_dense.model.ClassicConvNet", "mnist_dense.model.GlobalPoolConvNet")
+    else:  # the tutorial's network
+        assert net is None and printed["model"]["hidden"] == 128
 
 
 def test_defaults_are_the_tutorial(capsys: pytest.CaptureFixture) -> None:
@@ -66,6 +70,7 @@ def test_defaults_are_the_tutorial(capsys: pytest.CaptureFixture) -> None:
     assert config["data"]["batch_size"] == 32 and config["data"]["normalization"] == "unit"
     assert config["data"]["val_size"] == 0  # the tutorial trains on all 60,000 and validates nothing
     assert config["model"]["lr"] == 0.001 and config["model"]["hidden"] == 128
+    assert config["model"]["net"] is None  # the tutorial's DenseNet
 
 
 @pytest.mark.slow
@@ -203,10 +208,24 @@ def test_lightnings_nvml_check_stays_only_where_nvml_loads(nvml_loads: bool, mon
     assert (os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1") is nvml_loads
 
 
-@pytest.mark.parametrize(("flag", "expected"), [([], 2), (["--threads", "1"], 1)], ids=["default", "threads-1"])
+@pytest.mark.parametrize(
+    ("flag", "omp", "expected"),
+    [
+        ([], None, 1),  # the dense network: one thread
+        ([], "2", 2),  # OMP_NUM_THREADS set: torch's count, which the caller has
+        (["--model.net", "GlobalPoolConvNet"], None, 2),  # convolutions: torch's count
+        (["--threads", "2"], None, 2),
+        (["--model.net", "GlobalPoolConvNet", "--threads", "1"], None, 1),
+    ],
+    ids=["dense-default", "omp-set", "conv-default", "dense-threads-2", "conv-threads-1"],
+)
 def test_threads_is_what_the_run_computes_with_and_its_config_records_and_the_caller_keeps_its_own(
-    flag: list[str], expected: int, tiny_mnist: Path, tmp_path: Path
+    flag: list[str], omp: str | None, expected: int, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
     seen = tmp_path / "threads.txt"
     callers = torch.get_num_threads()
     torch.set_num_threads(2)  # the caller's own count, which the default keeps (torch's default on 2 cores)

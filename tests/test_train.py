@@ -219,13 +219,18 @@ def test_limit_val_and_test_batches_set_how_many_images_are_evaluated(fit, limit
     assert run.test_accuracy()[1] == test_images
 
 
-@pytest.mark.parametrize(("algorithm", "clip", "measure"), [("norm", 0.01, "norm"), ("value", 0.001, "max_abs")])
+@pytest.mark.parametrize(
+    ("algorithm", "clip", "measure", "precision"),
+    [("norm", 0.01, "norm", "32-true"), ("value", 0.001, "max_abs", "32-true"), ("norm", 0.01, "norm", "bf16-mixed")],
+    ids=["norm", "value", "norm-bf16-mixed"],
+)
 def test_gradient_clip_val_bounds_the_gradients_the_optimizer_steps_with(
-    fit, algorithm: str, clip: float, measure: str
+    fit, algorithm: str, clip: float, measure: str, precision: str
 ) -> None:
-    """Lightning clips after `on_before_optimizer_step`: the recorder sees the gradients before and after clipping."""
+    """Lightning clips after `on_before_optimizer_step`: the recorder sees the gradients before and after clipping.
+    Mixed precision: Lightning refuses to clip for a fused Adam, so the module takes torch's default Adam there."""
     run = fit("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "5", "--trainer.gradient_clip_val",
-              str(clip), "--trainer.gradient_clip_algorithm", algorithm)  # fmt: skip
+              str(clip), "--trainer.gradient_clip_algorithm", algorithm, "--trainer.precision", precision)  # fmt: skip
     before, after = run.events("before_clip"), run.events("after_step")
     assert len(before) == len(after) == 5
     assert all(event[measure] > clip for event in before)  # so every step needed clipping
@@ -241,6 +246,9 @@ def test_precision_sets_the_compute_dtype_and_keeps_float32_weights(fit, precisi
     (layers,) = run.events("layer_dtypes")
     assert set(layers["dtypes"].values()) == {compute_dtype}
     assert {tensor.dtype for tensor in run.checkpoint()["state_dict"].values()} == {torch.float32}
+    # Adam's fused kernel in full precision; torch's default where Lightning's mixed-precision plugin unscales
+    (adam,) = run.checkpoint()["optimizer_states"][0]["param_groups"]
+    assert adam["fused"] is (True if precision == "32-true" else None)
     losses = [float(row["train_loss"]) for row in run.metrics() if row["train_loss"]]
     assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses) and losses[1] < losses[0]
     accuracy, images = run.test_accuracy()
