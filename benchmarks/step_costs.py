@@ -30,7 +30,7 @@ the factor switched on and off every 50 steps (`Interleave`), the median step ti
 bar_off, bar1, running_figures (the package's bar, drawn as in a terminal: off, every step, without its running
 loss and accuracy), log_steps, no_metrics, foreach, fused (switched in the optimizer's param_groups),
 nvml (Lightning's PYTORCH_NVML_BASED_CUDA_CHECK=1 against the CLI's `skip_failing_nvml_check`), threads
-(torch's default threads against `torch.set_num_threads(1)`) and, for the convolutional networks,
+(the CLI's count, 1 for the dense network, against the other: torch's own, or 1) and, for the conv networks,
 contiguous (their channels-last layout against PyTorch's default NCHW, weights and Adam's moments
 converted at each switch). `--net CLASS` trains `mnist_dense.model.CLASS` instead of the DenseNet.
 `--in_process` runs the variants as above but in this process (no start-up).
@@ -162,7 +162,7 @@ FACTORS = {
     "foreach": ("Adam fused=True", "Adam foreach=True"),
     "fused": ("Adam fused=True", "Adam for-loop (torch's default on the CPU)"),
     "nvml": ("NVML check only where NVML loads (the CLI)", "PYTORCH_NVML_BASED_CUDA_CHECK=1 (Lightning's)"),
-    "threads": ("torch's default threads", "torch.set_num_threads(1)"),
+    "threads": ("the CLI's threads (1 for the dense net)", "the other count (1, or torch's own)"),
     "contiguous": ("conv net in channels-last layout", "conv net NCHW-contiguous"),
 }
 DEFAULT_THREADS = torch.get_num_threads()
@@ -198,6 +198,7 @@ class Interleave(L.Callback):
         self._last: float | None = None
         self._cpu_last = 0.0
         self._mode = 0
+        self.cli_threads = 0
 
     def _apply(self, trainer: L.Trainer, pl_module: L.LightningModule, mode: int) -> None:
         factor = self.factor
@@ -224,7 +225,9 @@ class Interleave(L.Callback):
             if not mode:
                 skip_failing_nvml_check()
         elif factor == "threads":
-            torch.set_num_threads(1 if mode else DEFAULT_THREADS)
+            self.cli_threads = self.cli_threads or torch.get_num_threads()  # first switch: before any change
+            other = 1 if self.cli_threads > 1 else DEFAULT_THREADS
+            torch.set_num_threads(other if mode else self.cli_threads)
         elif factor == "contiguous":
             set_memory_format(trainer, pl_module.net, torch.contiguous_format if mode else torch.channels_last)
 
