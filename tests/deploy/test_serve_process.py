@@ -28,6 +28,7 @@ from mnist_dense.cli import main
 from mnist_dense.deploy.http_guard import ACCESS_LOG
 from mnist_dense.deploy.limits import LIMITS
 from mnist_dense.deploy.serve import start_access_log
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -216,3 +217,17 @@ def test_several_checkpoints_need_distinct_plain_names(
         main(["serve", "--ckpt_path", str(trained_checkpoint), str(trained_conv_checkpoint), *names])
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.startswith(f"error: {message}")
+
+
+def test_the_corner_sevens_example_asks_every_served_network_as_drawn_and_prepared(
+    trained_checkpoint: Path, trained_conv_checkpoint: Path
+) -> None:
+    """examples/corner_sevens.py, as the README runs it, against `serve` with the dense and the conv network."""
+    with ServeProcess([trained_checkpoint, trained_conv_checkpoint], "--names", "dense", "conv") as server:
+        done = subprocess.run([sys.executable, "examples/corner_sevens.py", server.url], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 12 and all("dense: " in line and "conv: " in line for line in lines)
+    middle = next(line for line in lines if line.startswith("middle") and "prepared" in line)
+    assert "dense: 7 " in middle  # the seven the page tests draw, prepared as MNIST's digits: the dense net reads it
