@@ -61,9 +61,14 @@ class DenseNet(nn.Module):
 def conv_layers(in_channels: int, out_channels: int) -> list[nn.Module]:
     """3x3 convolution keeping the size (zero padding, as the empty border of a digit is), batch norm, ReLU.
 
-    No bias in the convolution: batch normalization's own shift takes its place.
+    No bias in the convolution: batch normalization's own shift takes its place. The ReLU works in place on batch
+    norm's output, which nothing else reads: the same values and gradients, one feature map less to allocate.
     """
-    return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU()]
+    return [
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
 
 
 def conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
