@@ -247,3 +247,37 @@ def test_importing_the_package_leaves_the_callers_garbage_collector_as_it_was(co
     probe = f"import gc; gc.enable() if {collecting} else gc.disable(); import mnist_dense; print(gc.isenabled())"
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.stdout.strip() == str(collecting), done.stderr[-2000:]
+
+
+MAPPED_BLOCKS_AFTER_A_4MB_MALLOC = """
+import ctypes, sys
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype, libc.malloc.restype = MallInfo2, ctypes.c_void_p
+if sys.argv[1] == "keep":
+    from mnist_dense.cli import keep_freed_memory
+    keep_freed_memory()
+before = libc.mallinfo2().hblks
+libc.malloc(4 << 20)
+print(libc.mallinfo2().hblks - before)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+@pytest.mark.parametrize(
+    ("call", "env", "mapped"),
+    [("none", {}, 1), ("keep", {}, 0), ("keep", {"MALLOC_MMAP_THRESHOLD_": "131072"}, 1)],
+    ids=["glibc-default", "kept-on-the-heap", "the-users-setting-stays"],
+)
+def test_the_command_line_keeps_freed_memory_on_the_heap_unless_malloc_is_configured(
+    call: str, env: dict[str, str], mapped: int
+) -> None:
+    """A 4 MB block is a fresh mapping with glibc's defaults (128 KB threshold), and on the heap after
+    `keep_freed_memory`; a threshold the user set through the environment is left as it is."""
+    done = subprocess.run([sys.executable, "-c", MAPPED_BLOCKS_AFTER_A_4MB_MALLOC, call], cwd=REPO,
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) == mapped
