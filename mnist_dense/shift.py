@@ -47,13 +47,18 @@ def accuracy(
 
 
 def shift_accuracies(
-    model: MNISTClassifier, images: Tensor, labels: Tensor, trained: Trained, max_shift: int
+    model: MNISTClassifier,
+    images: Tensor,
+    labels: Tensor,
+    normalization: str,
+    max_shift: int,
+    batch_size: int = EVAL_BATCH_SIZE,
 ) -> list[float]:
     """Accuracy at each shift 0..max_shift, averaged over the eight directions."""
-    results = [accuracy(model, images, labels, *trained)]
+    results = [accuracy(model, images, labels, normalization, batch_size)]
     for size in range(1, max_shift + 1):
         per_direction = [
-            accuracy(model, shift_images(images, rows * size, cols * size), labels, *trained)
+            accuracy(model, shift_images(images, rows * size, cols * size), labels, normalization, batch_size)
             for rows, cols in DIRECTIONS
         ]
         results.append(sum(per_direction) / len(per_direction))
@@ -112,8 +117,8 @@ def main(args: list[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     table = {
-        name: shift_accuracies(model, images, labels, trained, options.max_shift)
-        for name, (model, trained) in zip(names, models, strict=True)
+        name: shift_accuracies(model, images, labels, normalization, options.max_shift, batch_size)
+        for name, (model, (normalization, batch_size)) in zip(names, models, strict=True)
     }
     print("shift  " + "  ".join(f"{name:>12}" for name in names))
     for size in range(options.max_shift + 1):

@@ -99,9 +99,9 @@ def test_step_costs_runs_its_variants_through_the_cli_and_reports_each_against_d
         + ["--data_dir", str(BUNDLED_DATA), "--out_dir", str(tmp_path)]
     )
     printed = capsys.readouterr().out
-    assert "| default | " in printed and "| fused | " in printed and "| log_steps | " in printed
-    # each variant really ran what it names: the fused run's Adam is fused, the default's is not
-    for name, fused in (("default", None), ("fused", True)):
+    assert "| default | " in printed and "| forloop | " in printed and "| log_steps | " in printed
+    # each variant really ran what it names: the package's Adam is fused, the forloop run's is not
+    for name, fused in (("default", True), ("forloop", False)):
         checkpoint = read_checkpoint(tmp_path / f"{name}0" / "version_0" / "checkpoints" / "last.ckpt")
         assert checkpoint["optimizer_states"][0]["param_groups"][0]["fused"] is fused
 
