@@ -21,7 +21,7 @@ install: $(INSTALLED) ## Create .venv and install the package with its dev, depl
 fit: $(INSTALLED) ## Train the tutorial's 5 epochs and print the test accuracy (extra flags: ARGS="...")
 	$(PY) -m mnist_dense fit $(ARGS)
 
-test: $(INSTALLED) ## Run the test suite (a few minutes on 2 cores)
+test: $(INSTALLED) ## Run the test suite (about 8 minutes on 2 cores)
 	$(PY) -m pytest $(ARGS)
 
 lint: $(INSTALLED) ## ruff check and format check

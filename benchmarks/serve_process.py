@@ -1,7 +1,9 @@
 """`python -m mnist_dense serve` as a subprocess, started as a user starts it: for the load script and the tests.
 
 The server runs in its own session (like a terminal's job), so every process it starts can be found
-afterwards: the check that SIGTERM or Ctrl-C left nothing behind.
+afterwards: the check that SIGTERM or Ctrl-C left nothing behind. It starts with Ctrl-C's default action, as a
+terminal's foreground job does, whoever started this process: a shell's background job (`make test &`, `nohup ...
+&`) ignores SIGINT, its children inherit that, and `serve` keeps ignoring a Ctrl-C it was started ignoring.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def default_interrupt() -> None:
+    """In the child, before `serve` starts: SIGINT's default action, as in a terminal's foreground job."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class ServeProcess:
     """A running server: `with ServeProcess(ckpt) as server: ...`; anything left at the end is killed."""
 
@@ -44,7 +51,7 @@ class ServeProcess:
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
                 command, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "TMPDIR": str(self.temporary)},
+                env={**os.environ, "TMPDIR": str(self.temporary)}, preexec_fn=default_interrupt,
             )  # fmt: skip
 
     def __enter__(self) -> ServeProcess:

@@ -302,7 +302,7 @@ def keep_freed_memory() -> None:
     A conv step frees and allocates feature maps of about 1.6 MB. With glibc's adaptive defaults some runs hand them
     back and fault them in again every step: a 5-epoch `configs/conv.yaml` fit took 20 s of system time and 90 s in
     two runs, 2.6 s and 71 s in an identical one. Fixed thresholds make every run like the fast ones, for about
-    130 MB more peak memory. Where MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ is set, or malloc is not
+    120 MB more peak memory. Where MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ is set, or malloc is not
     glibc's, nothing changes.
     """
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
