@@ -216,9 +216,9 @@ class Interleave(L.Callback):
             pl_module.log_every_step = bool(mode)
         elif factor == "no_metrics":
             pl_module.update_metrics = not mode
-        elif factor in ("foreach", "fused"):  # the package's fused Adam, or the other implementation
+        elif factor in ("foreach", "fused"):  # the package's choice of Adam (`fused_adam`), or the other one
             for group in trainer.optimizers[0].param_groups:
-                group["fused"] = None if mode else True
+                group["fused"] = None if mode else pl_module.fused_adam()
                 group["foreach"] = True if mode and factor == "foreach" else None
         elif factor == "nvml":
             os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"

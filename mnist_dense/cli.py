@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import importlib
-import inspect
 import logging
 import os
 import sys
@@ -32,14 +31,13 @@ from mnist_dense.checkpoints import (
     saved_network,
     trained_normalization,
 )
-from mnist_dense.constants import TUTORIAL_EPOCHS
+from mnist_dense.constants import TUTORIAL_EPOCHS, TUTORIAL_HIDDEN
 from mnist_dense.data import MNISTDataError, MNISTDataModule
 from mnist_dense.model import DenseNet, class_path, describe, network_spec
 from mnist_dense.module import MNISTClassifier, check_network_choice
 from mnist_dense.pictures import OwnImagesError
 
 DEFAULT_SEED = 0
-DEFAULT_HIDDEN = inspect.signature(MNISTClassifier).parameters["hidden"].default
 
 # The data is in memory: worker processes would only add overhead.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -239,7 +237,7 @@ OTHER_COMMANDS = {
 
 def asked_network(model: Namespace) -> tuple[object, int] | None:
     """`(net, hidden)` as the command line gives them, or None when it leaves the network to the checkpoint."""
-    if model.net is None and model.hidden == DEFAULT_HIDDEN:
+    if model.net is None and model.hidden == TUTORIAL_HIDDEN:
         return None
     return model.net, model.hidden
 
