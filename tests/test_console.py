@@ -129,6 +129,19 @@ def test_fit_prints_the_summary_then_one_line_per_epoch_with_the_epochs_figures(
     assert not [w for w in recwarn if "across ranks is zero" in str(w.message)]  # no validation set, no loop
 
 
+def test_an_epoch_line_shows_validation_figures_only_for_an_epoch_that_validated(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    main(fit_args(tiny_mnist, tmp_path, "--data.val_size", "100", "--trainer.max_epochs", "3",
+                  "--trainer.check_val_every_n_epoch", "2"))  # fmt: skip
+    lines = [EPOCH_LINE.match(line) for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch")]
+    assert all(lines) and len(lines) == 3
+    logged = epoch_rows(tmp_path / "version_0")
+    assert [epoch for epoch, row in logged.items() if "val_loss" in row] == [1]  # the second epoch alone validated
+    assert lines[0].group(5, 6) == lines[2].group(5, 6) == (None, None)  # not the second epoch's, carried over
+    assert lines[1].group(5, 6) == tuple(f"{float(logged[1][name]):.4f}" for name in ("val_loss", "val_acc"))
+
+
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [

@@ -246,14 +246,18 @@ def test_labels_outside_0_to_9_are_named(tiny_mnist: Path) -> None:
         files.load_split(tiny_mnist, "train")
 
 
-def test_altered_bytes_fail_the_md5_check(tiny_mnist: Path) -> None:
+@pytest.mark.parametrize("name", [spec.name for spec in files.MNIST_FILES.values()])
+def test_one_changed_value_in_any_of_the_four_files_fails_the_md5_check(tiny_mnist: Path, name: str) -> None:
+    """Size, magic number and label range all still pass: only the md5 tells this file from the original."""
     raw = files.raw_folder(tiny_mnist)
     files.ensure_mnist_files(tiny_mnist)
-    content = bytearray((raw / "t10k-images-idx3-ubyte").read_bytes())
-    content[-1] ^= 0xFF
-    _break(tiny_mnist, "t10k-images-idx3-ubyte", bytes(content))
-    with pytest.raises(MNISTDataError, match="md5"):
-        files.load_split(tiny_mnist, "test")
+    content = bytearray((raw / name).read_bytes())
+    header = 16 if "images" in name else 8
+    content[header + 3] = (content[header + 3] + 2) % 10 if "labels" in name else content[header + 3] ^ 0xFF
+    path = _break(tiny_mnist, name, bytes(content))
+    with pytest.raises(MNISTDataError, match="md5") as err:
+        files.load_split(tiny_mnist, "train" if name.startswith("train") else "test")
+    assert str(path) in str(err.value) and f"{name}.gz" in str(err.value)
 
 
 def test_corrupt_gzip_is_named_and_leaves_nothing_half_written(tiny_mnist: Path) -> None:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from mnist_dense import DenseNet, MNISTClassifier, MNISTDataModule
-from tests.conftest import cpu_trainer
+from tests.conftest import BUNDLED_DATA, cpu_trainer
 
 
 def test_dense_net_has_the_tutorials_layers_and_101770_parameters() -> None:
@@ -97,3 +97,47 @@ def test_onecycle_schedule_spans_exactly_the_optimizer_steps_that_run(
 def test_nonsense_hyperparameters_are_refused_in_python(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         MNISTClassifier(**kwargs)
+
+
+def test_training_and_validation_count_accuracy_as_keras_does_too(tiny_mnist: Path, tmp_path: Path) -> None:
+    """An untrained network fit with a learning rate too small to move it: the epoch's train_acc and val_acc are then
+    the fraction of each split it gets right (micro), not the mean of per-class accuracies (torchmetrics' macro)."""
+    torch.manual_seed(0)
+    model = MNISTClassifier(lr=1e-12)
+    dm = MNISTDataModule(str(tiny_mnist), val_size=100)
+    dm.setup("fit")
+    expected = {}
+    for stage in ("train", "val"):
+        split = dm.splits[stage]
+        with torch.no_grad():
+            logits = model(dm.on_after_batch_transfer((split.images, split.labels), 0)[0])
+        right = logits.argmax(1) == split.labels
+        per_class = torch.stack([right[split.labels == k].float().mean() for k in range(10)])
+        assert abs(per_class.nanmean().item() - right.float().mean().item()) > 0.005  # macro: another number
+        expected[f"{stage}_acc"] = right.float().mean().item()
+    trainer = cpu_trainer(tmp_path, max_epochs=1)
+    trainer.fit(model, datamodule=dm)
+    assert {name: float(trainer.callback_metrics[name]) for name in expected} == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("lr_schedule", ["constant", "onecycle"])
+def test_the_optimizer_is_adam_as_keras_configures_it(lr_schedule: str, tmp_path: Path) -> None:
+    """Keras' Adam: betas 0.9/0.999, epsilon 1e-7 (torch's default is 1e-8), no weight decay, not AdamW."""
+    model = MNISTClassifier(lr_schedule=lr_schedule)
+    start = model.net.layers[1].weight.detach().clone()
+    trainer = cpu_trainer(tmp_path, max_steps=3)
+    dm = MNISTDataModule(str(BUNDLED_DATA))
+    trainer.fit(model, datamodule=dm)
+    (optimizer,) = trainer.optimizers
+    assert type(optimizer) is torch.optim.Adam
+    (group,) = optimizer.param_groups
+    assert group["eps"] == 1e-7 and group["weight_decay"] == 0 and group["betas"][1] == 0.999
+    if lr_schedule == "constant":
+        assert group["betas"][0] == 0.9
+    else:  # torch's OneCycleLR cycles beta1 against the learning rate, between 0.85 and 0.95, as the 1cycle policy does
+        assert 0.85 <= group["betas"][0] <= 0.95
+    assert not group["amsgrad"] and not group["maximize"]
+    # Weight decay would move every weight; without it, those of the pixels no training digit inks never change.
+    dark = dm.splits["train"].images.flatten(1).amax(0) == 0
+    weights = model.net.layers[1].weight.detach()
+    assert dark.any() and torch.equal(weights[:, dark], start[:, dark]) and not torch.equal(weights, start)
