@@ -17,6 +17,7 @@ from mnist_dense import MNISTClassifier, MNISTDataModule
 from mnist_dense.checkpoints import read_checkpoint
 from mnist_dense.cli import main
 from tests.conftest import REPO, cpu_trainer
+from tests.tiny_runs import fit_tiny, logged
 
 CONFIGS = sorted(c for c in (REPO / "configs").glob("*.yaml") if c.name != "sweep.yaml")  # sweep.yaml: a search space
 
@@ -281,3 +282,20 @@ def test_the_command_line_keeps_freed_memory_on_the_heap_unless_malloc_is_config
                           env={**os.environ, **env}, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout) == mapped
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test"])
+def test_evaluating_a_checkpoint_uses_the_normalization_it_was_trained_with(
+    subcommand: str, tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A `standard` checkpoint evaluated without --data.normalization gets the figures its own run logged."""
+    log_dir = fit_tiny(tiny_mnist, tmp_path / "fit", "--data.normalization", "standard")
+    stage = "val" if subcommand == "validate" else "test"
+    expected = logged(log_dir, f"{stage}_loss")[-1]  # the last epoch's validation; the test of the best epoch
+    (best,) = (log_dir / "checkpoints").glob("epoch*.ckpt")
+    ckpt = log_dir / "checkpoints" / "last.ckpt" if stage == "val" else best
+    capsys.readouterr()
+    cli = main([subcommand, "--ckpt_path", str(ckpt), "--data.data_dir", str(tiny_mnist), "--data.val_size", "100",
+                "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    assert f"Using normalization 'standard', as {ckpt} was trained with." in capsys.readouterr().out
+    assert float(cli.trainer.callback_metrics[f"{stage}_loss"]) == pytest.approx(expected, rel=1e-5)

@@ -168,18 +168,20 @@ def test_weights_of_another_network_in_python_name_both_networks(tiny_mnist: Pat
         trainer.validate(MNISTClassifier(), MNISTDataModule(str(tiny_mnist), val_size=100), ckpt_path=ckpt)
 
 
+@pytest.mark.parametrize("name", ["Tripwire", "DenseNet", "ClassicConvNet", "GlobalPoolConvNet"])
 def test_a_checkpoint_naming_a_class_from_elsewhere_is_refused_without_importing_it(
-    tiny_mnist: Path, tmp_path: Path, capsys
+    name: str, tiny_mnist: Path, tmp_path: Path, capsys
 ) -> None:
+    """Also a class that has the name of one of this package's networks: the whole class path must be this package's."""
     ckpt = fit_tiny(tiny_mnist, tmp_path / "conv", *CONV) / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(ckpt, weights_only=True)
-    checkpoint["hyper_parameters"]["net"] = {"class_path": "tests.foreign_network.Tripwire", "init_args": {}}
+    checkpoint["hyper_parameters"]["net"] = {"class_path": f"tests.foreign_network.{name}", "init_args": {}}
     foreign = tmp_path / "foreign.ckpt"
     torch.save(checkpoint, foreign)
-    expected = f"Checkpoint {foreign} names the network 'tests.foreign_network.Tripwire', which is not one of"
+    expected = f"Checkpoint {foreign} names the network 'tests.foreign_network.{name}', which is not one of"
     with pytest.raises(CheckpointError, match=expected):
         MNISTClassifier.load_from_checkpoint(foreign)
-    with open(foreign, "rb") as f, pytest.raises(CheckpointError, match="tests.foreign_network.Tripwire"):
+    with open(foreign, "rb") as f, pytest.raises(CheckpointError, match=f"tests.foreign_network.{name}"):
         MNISTClassifier.load_from_checkpoint(f)
     capsys.readouterr()
     for subcommand in ("test", "predict"):

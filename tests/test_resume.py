@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -225,6 +228,48 @@ def test_atomic_save_keeps_the_previous_checkpoint_whole_until_the_new_one_is_re
     assert seen_at_rename == [{"generation": 1}]
     assert torch.load(target, weights_only=True) == {"generation": 2}
     assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
+
+
+def another_filesystem_than(folder: Path) -> Path | None:
+    """A writable folder on another filesystem than `folder` (Linux's /dev/shm is a tmpfs), or None."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and shm.stat().st_dev != folder.stat().st_dev:
+        return shm
+    return None
+
+
+def rename_within_a_folder_only(source, destination) -> None:
+    """os.replace as it behaves when each folder is a filesystem of its own: EXDEV across folders."""
+    if Path(source).resolve().parent != Path(destination).resolve().parent:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(source), None, str(destination))
+    REAL_REPLACE(source, destination)
+
+
+REAL_REPLACE = os.replace
+
+
+@pytest.mark.parametrize("filesystems", ["real", "simulated"])
+def test_checkpoints_are_written_beside_their_target_so_a_temporary_folder_elsewhere_does_not_matter(
+    filesystems: str, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$TMPDIR on another filesystem than the run (as on many clusters): every save still ends in one rename."""
+    if filesystems == "real":
+        other = another_filesystem_than(tmp_path)
+        if other is None:
+            pytest.skip("no second filesystem here (/dev/shm); the simulated case still runs")
+        temporary = Path(tempfile.mkdtemp(dir=other))
+        monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    else:
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+        (tmp_path / "tmp").mkdir()
+        monkeypatch.setattr(checkpoints.os, "replace", rename_within_a_folder_only)
+    try:
+        fit(tmp_path / "runs", "--data.data_dir", str(tiny_mnist), *TINY, "--trainer.max_epochs", "1")
+    finally:
+        if filesystems == "real":
+            shutil.rmtree(temporary)
+    folder = tmp_path / "runs" / "version_0" / "checkpoints"
+    assert read_checkpoint(folder / "last.ckpt")["epoch"] == 0 and not list(folder.glob(".*partial"))
 
 
 def test_the_cli_writes_every_checkpoint_through_the_atomic_plugin(
