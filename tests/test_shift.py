@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_dense import shift
+from mnist_dense import MNISTClassifier, shift
+from mnist_dense.constants import MNIST_MEAN, MNIST_STD
 from mnist_dense.data import MNISTDataModule, load_split
 from mnist_dense.translate import random_translate, shift_images, translate
 from tests.conftest import tiny_digits
@@ -114,3 +115,31 @@ def test_a_negative_translation_is_refused_at_parse_time(capsys: pytest.CaptureF
         cli_main(["fit", "--data.max_translate", "-1"])
     assert exit_info.value.code == 2
     assert "data.max_translate" in capsys.readouterr().err
+
+
+def test_every_shift_is_scored_with_the_normalization_the_checkpoint_was_trained_with(
+    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each row of the table against digits moved by slicing a padded copy and standardized here by hand."""
+    log_dir = fit_tiny(tiny_mnist, tmp_path / "runs", *WEAK_FIT, "--test_after_fit", "false")  # a `standard` net
+    ckpt = log_dir / "checkpoints" / "last.ckpt"
+    record_figures(monkeypatch, shift)
+    shift.main(["--ckpt_path", str(ckpt), "--names", "tiny", "--max_shift", "3", "--data.data_dir", str(tiny_mnist),
+                "--out", str(tmp_path / "shift")])  # fmt: skip
+    with open(tmp_path / "shift" / "shift_accuracy.csv") as f:
+        table = [float(row["tiny"]) for row in csv.DictReader(f)]
+    net = MNISTClassifier.load_from_checkpoint(ckpt, map_location="cpu").net.eval()
+    images, labels = load_split(tiny_mnist, "test")
+    padded = torch.nn.functional.pad(images.float(), (14, 14, 14, 14))
+
+    def right(rows: int, cols: int, mean: float, std: float) -> float:
+        moved = padded[:, 14 - rows : 42 - rows, 14 - cols : 42 - cols]  # ink pushed past an edge is gone
+        with torch.inference_mode():
+            return (net((moved[:, None] / 255 - mean) / std).argmax(1) == labels).float().mean().item()
+
+    directions = [(r, c) for r in (-1, 0, 1) for c in (-1, 0, 1) if (r, c) != (0, 0)]
+    for size in (1, 2, 3):
+        standard = sum(right(r * size, c * size, MNIST_MEAN, MNIST_STD) for r, c in directions) / 8
+        unit = sum(right(r * size, c * size, 0.0, 1.0) for r, c in directions) / 8
+        assert table[size] == pytest.approx(standard, abs=1e-6)
+        assert abs(standard - unit) > 0.01, size  # so the check tells the two normalizations apart

@@ -159,21 +159,34 @@ def test_an_output_that_cannot_be_written_is_a_one_line_error(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
 
+@pytest.mark.parametrize("wrong", [1, 10_000])
 def test_an_export_that_disagrees_with_pytorch_is_not_kept(
-    trained_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    wrong: int,
+    trained_checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
 ) -> None:
+    """One digit of the 10,000 is enough: an export is kept only when every predicted digit agrees."""
     real_load = export.load_onnx
 
     def broken_runtime(path: Path):
         runtime, run = real_load(path)
-        return runtime, lambda images: run(images).roll(1, dims=1)  # every digit off by one
+
+        def run_wrong(images: torch.Tensor) -> torch.Tensor:
+            probabilities = run(images)
+            probabilities[:wrong] = probabilities[:wrong].roll(1, dims=1)  # these digits off by one
+            return probabilities
+
+        return runtime, run_wrong
 
     monkeypatch.setattr(export, "load_onnx", broken_runtime)
     target = tmp_path / "digits.onnx"
     with pytest.raises(SystemExit) as exit_info:
         main(["export", "--ckpt_path", str(trained_checkpoint), "--output", str(target)])
     assert exit_info.value.code == 1
-    assert "predicts another digit than PyTorch for 10000 of the 10,000 test images" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"predicts another digit than PyTorch for {wrong} of the 10,000 test images" in err
     assert not list(tmp_path.iterdir())  # neither the target nor the hidden partial file
 
 

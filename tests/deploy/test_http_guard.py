@@ -7,9 +7,11 @@ library sends), Python's urllib and httpx.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -32,6 +34,8 @@ pytestmark = pytest.mark.slow
 LIMITS = ServiceLimits(max_body_bytes=10_000, drain_bytes=100_000, max_header_bytes=2048, max_headers=10,
                        header_timeout_s=0.5, body_timeout_s=0.5, keep_alive_s=1, max_connections=4)  # fmt: skip
 
+SLOW_S = 0.3  # how long GET /slow takes to answer
+
 
 class Lines(logging.Handler):
     def __init__(self) -> None:
@@ -53,6 +57,11 @@ def server():
     @app.get("/health")
     async def health() -> JSONResponse:
         return JSONResponse("ok")
+
+    @app.get("/slow")
+    async def slow() -> JSONResponse:
+        await asyncio.sleep(SLOW_S)
+        return JSONResponse("slow")
 
     app.add_middleware(RequestGuard, limits=LIMITS)
     port = free_port()
@@ -236,3 +245,13 @@ def test_the_access_log_has_one_line_per_request_and_never_the_body(server: int,
     assert '"POST /echo" 413 ' in log[1] and "in=20000" in log[1]
     assert '"GET /health\\x0aforged\\x20200\\x20line" 404 ' in log[2]  # no forged line: control characters escaped
     assert not any("SECRET" in line for line in log)
+
+
+def test_the_access_log_gives_each_requests_duration_in_milliseconds(server: int, log) -> None:
+    started = time.perf_counter()
+    with httpx.Client(base_url=f"http://127.0.0.1:{server}") as client:
+        assert client.get("/slow").status_code == 200
+    elapsed_ms = 1000 * (time.perf_counter() - started)
+    (line,) = log
+    logged_ms = float(re.search(r'"GET /slow" 200 ([0-9.]+)ms ', line).group(1))
+    assert 1000 * SLOW_S <= logged_ms <= elapsed_ms  # at least the handler's sleep, at most what the client waited

@@ -138,6 +138,14 @@ def test_a_body_that_is_not_json_is_refused(client: TestClient) -> None:
     refused(client, 400, "the body is not JSON", content=b"image=seven", headers={"Content-Type": "application/json"})
 
 
+@pytest.mark.parametrize("opening", [b"[", b'{"image":'], ids=["arrays", "objects"])
+def test_json_nested_100000_levels_deep_is_refused_as_not_json(client: TestClient, opening: bytes) -> None:
+    """Python's parser gives up with a RecursionError: a 400 with its sentence, never a 500 and a traceback."""
+    closing = b"]" if opening == b"[" else b"}"
+    body = opening * 100_000 + b"0" + closing * 100_000
+    refused(client, 400, "the body is not JSON", content=body, headers={"Content-Type": "application/json"})
+
+
 def test_a_json_body_that_is_not_an_object_is_refused(client: TestClient) -> None:
     refused(client, 400, "must be a JSON object", json=["an", "array"])
 
