@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import ModelSummary
 
 from mnist_dense.callbacks import SaveOnInterrupt
+from mnist_dense.data import MNISTDataError
 
 
 class PauseAtStep(L.Callback):
@@ -150,3 +151,17 @@ class RecordCallbacks(L.Callback):
         }
         with open(self.path, "w") as f:
             json.dump(record, f)
+
+
+class FailAtStep(L.Callback):
+    """Raises at one global step, as a full disk or a broken data file would: `error` "runtime" (a RuntimeError, out
+    of `main` as it is) or "data" (MNISTDataError, which `main` turns into its message and exit status 1)."""
+
+    def __init__(self, step: int = 2, error: str = "runtime") -> None:
+        self.step, self.error = step, error
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            if self.error == "data":
+                raise MNISTDataError(f"FailAtStep: a data error at step {self.step}")
+            raise RuntimeError(f"FailAtStep: an error at step {self.step}")

@@ -110,6 +110,30 @@ def test_a_hopeless_trial_is_pruned(tmp_path: Path, tiny_mnist: Path) -> None:
     assert len(logged(folder / "trial_1" / "version_0", "val_acc")) == 1
 
 
+@pytest.mark.parametrize(("error", "raised"), [("runtime", RuntimeError), ("data", SystemExit)])
+def test_a_trial_that_fails_with_an_error_stops_the_search_and_is_not_queued_again(
+    error: str, raised: type, tmp_path: Path, tiny_mnist: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Only an interrupted trial runs again: one that failed would fail again, every run of the command."""
+    failing = ["--trainer.callbacks+=tests.helpers.FailAtStep", "--trainer.callbacks.error", error]
+    with pytest.raises(raised) as exit_info:
+        tiny_sweep(tmp_path, tiny_mnist, "--n_trials", "2", *failing)
+    if raised is SystemExit:
+        assert exit_info.value.code == 1 and "a data error at step 2" in capsys.readouterr().err
+    (trial,) = load(tmp_path / "runs" / "sweep" / "tiny").trials
+    assert trial.state.name == "FAIL" and "retry_of" not in trial.user_attrs
+
+
+def test_best_yaml_holds_every_searched_value_also_one_equal_to_fits_default(tmp_path: Path, tiny_mnist: Path) -> None:
+    """fit's batch size is 32; searched, it is written all the same, whichever trial wins."""
+    space = {"parameters": {"model.lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True},
+                            "data.batch_size": {"choices": [32]}}, "first_trials": []}  # fmt: skip
+    folder = tiny_sweep(tmp_path, tiny_mnist, "--n_trials", "1", "--seed", "0", space=space)
+    for name in ("best.yaml", "retrain.yaml"):
+        settings = yaml.safe_load((folder / name).read_text())
+        assert settings["data"]["batch_size"] == 32 and settings["model"]["lr"] == load(folder).best_params["model.lr"]
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [
