@@ -159,7 +159,7 @@ def decode_picture(source: bytes | str | Path, admit: Callable[[int, int], None]
                 f"not enough memory to decode this {picture.width}x{picture.height} picture"
             ) from None
         except Exception as err:  # Pillow reports damaged data with many exception types (OSError, zlib.error...)
-            raise PictureError(f"a damaged image: {err or 'the decoder stopped without saying why'}") from None
+            raise PictureError(f"a damaged image: {str(err) or 'the decoder stopped without saying why'}") from None
     return TF.pil_to_tensor(gray)
 
 
@@ -173,7 +173,7 @@ def _open_checked(data: bytes) -> Image.Image:
     except Image.UnidentifiedImageError:
         raise PictureError("not a readable image (use PNG, JPEG, GIF, WebP or BMP)") from None
     except Exception as err:
-        raise PictureError(f"a damaged image: {err or 'its header cannot be read'}") from None
+        raise PictureError(f"a damaged image: {str(err) or 'its header cannot be read'}") from None
     width, height = picture.size
     if width * height > MAX_PIXELS:
         picture.close()
