@@ -104,7 +104,7 @@ def test_validate_and_test_from_a_checkpoint(tmp_path: Path) -> None:
     ckpt = root / "version_0" / "checkpoints" / "last.ckpt"
     result = run_cli("test", "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(root))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"test_acc\s+0\.(8|9)\d+", result.stdout)
+    assert re.search(r"test_acc\W+0\.(8|9)\d+", result.stdout)
 
 
 def readme_example() -> str:
