@@ -348,3 +348,26 @@ def test_an_accelerator_this_machine_lacks_is_one_error_line_naming_the_flag_and
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"error: --trainer.accelerator {accelerator}: ") and "--trainer.accelerator cpu" in line
     assert not (tmp_path / "version_0").exists()  # refused before anything started
+
+
+def test_a_figure_the_bar_cannot_read_from_metric_state_is_left_out() -> None:
+    from torchmetrics import MeanMetric
+    from torchmetrics.classification import MulticlassAccuracy
+
+    from mnist_dense.callbacks.progress import running_value
+
+    logits, labels = torch.eye(10)[[0, 1, 1, 2]], torch.tensor([0, 1, 2, 2])
+    for metric in (MulticlassAccuracy(10, average="macro"), MulticlassAccuracy(10, multidim_average="samplewise")):
+        assert running_value(metric) is None  # its running value is not the fraction right
+    micro = MulticlassAccuracy(10, average="micro")
+    micro.update(logits, labels)
+    assert running_value(micro) == 0.75  # 3 of 4 right
+    assert running_value(MeanMetric()) is None  # no update yet
+    assert running_figures(SimpleNamespace(train_loss=MeanMetric())) == {}  # no accuracy metric: nothing to show
+
+
+@pytest.mark.parametrize(("max_epochs", "title"), [(5, "Epoch 3/5"), (None, "Epoch 3"), (-1, "Epoch 3")])
+def test_the_epoch_title_counts_from_1_and_names_the_limit_when_there_is_one(max_epochs, title: str) -> None:
+    from mnist_dense.callbacks.progress import epoch_title
+
+    assert epoch_title(SimpleNamespace(current_epoch=2, max_epochs=max_epochs)) == title

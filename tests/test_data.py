@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import threading
 from pathlib import Path
 
@@ -341,3 +342,67 @@ def test_two_unpackers_at_once_both_succeed(tiny_mnist: Path, monkeypatch: pytes
     assert not errors
     images, labels = files.load_split(tiny_mnist, "train")  # whole: sizes and md5 checked
     assert len(images) == len(labels) == 600 and not list(raw.glob(".*partial"))
+
+
+def test_the_bundled_copy_is_the_default_data_folder_only_where_it_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert files.default_data_dir() == str(BUNDLED_DATA.resolve())  # this clone carries data/MNIST/raw
+    monkeypatch.setattr(files, "BUNDLED_DATA_DIR", tmp_path)  # an installed package: no bundled copy beside it
+    assert files.default_data_dir() == "data"
+    (tmp_path / "MNIST" / "raw").mkdir(parents=True)
+    assert files.default_data_dir() == str(tmp_path)
+
+
+@pytest.mark.parametrize(("error", "detail"), [(OSError("refused\nand more"), "OSError: refused"),
+                                               (TimeoutError(), "TimeoutError: no detail")])  # fmt: skip
+def test_a_failed_download_is_one_message_naming_the_files_the_failure_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception, detail: str
+) -> None:
+    timeouts = []
+
+    def mirror_down(root: str, train: bool, download: bool) -> None:
+        timeouts.append(socket.getdefaulttimeout())
+        raise error
+
+    monkeypatch.setattr(files, "MNIST", mirror_down)
+    with pytest.raises(MNISTDataError) as refused:
+        files.ensure_mnist_files(tmp_path, ("test",))
+    folder = files.raw_folder(tmp_path)
+    assert str(refused.value) == (
+        f"MNIST files missing from {folder}: t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte. Downloading them failed"
+        f" ({detail}). Put the four MNIST files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,"
+        f" t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, gzip or uncompressed) in {folder}, for example by"
+        " copying data/MNIST/raw/ from a clone of this repository, or point --data.data_dir at a folder whose"
+        " MNIST/raw holds them."
+    )
+    assert timeouts == [files.DOWNLOAD_TIMEOUT_S] and socket.getdefaulttimeout() is None  # bounded, then restored
+
+
+def loader_at(tiny_mnist: Path, batch_size: int) -> torch.utils.data.DataLoader:
+    module = MNISTDataModule(str(tiny_mnist), val_size=100, batch_size=batch_size)
+    module.setup("fit")
+    return module.train_dataloader()
+
+
+def test_a_position_inside_the_epoch_needs_the_same_layout_and_its_ends_do_not(tiny_mnist: Path) -> None:
+    saved = loader_at(tiny_mnist, 1).state_dict()
+    other = loader_at(tiny_mnist, 64)
+    for position in (0, 500):  # the start or the end of an epoch: nothing to skip, any layout resumes
+        other.load_state_dict({**saved, "epoch": 2, "position": position})
+        assert other.sampler.resume_at == (2, position)
+    with pytest.raises(CheckpointError) as refused:
+        other.load_state_dict({**saved, "position": 1})  # one image into the epoch, at batch_size 1
+    assert str(refused.value) == (
+        "The checkpoint was saved in the middle of an epoch whose steps were laid out as {'train_images': 500,"
+        " 'batch_size': 1, 'processes': 1}; this run lays them out as {'train_images': 500, 'batch_size': 64,"
+        " 'processes': 1}, so the steps already done cannot be skipped exactly. Resume with the same"
+        " --data.batch_size, --data.val_size and --trainer.devices/num_nodes, or resume from an end-of-epoch"
+        " checkpoint (last.ckpt or a best checkpoint)."
+    )
+
+
+def test_a_checkpoint_without_a_loader_position_resumes_at_the_start_of_its_epoch(tiny_mnist: Path) -> None:
+    loader = loader_at(tiny_mnist, 32)
+    loader.load_state_dict({})  # a checkpoint of a run whose loader saved nothing (another sampler)
+    assert sum(len(labels) for _, labels in loader) == 500

@@ -9,19 +9,27 @@ from __future__ import annotations
 import io
 import re
 import struct
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
 
 from benchmarks.hostile import many_scan_jpeg
+from mnist_dense import pictures
 from mnist_dense.data import load_split
 from mnist_dense.pictures import (
     MAX_JPEG_SCANS,
     MAX_PIXELS,
+    OwnImagesError,
     PictureError,
+    PictureMemoryError,
     count_jpeg_scans,
     decode_picture,
+    find_files,
+    ink_on_black,
+    load_own_images,
     prepare_as_drawn,
     prepare_digit,
     prepare_picture,
@@ -234,3 +242,216 @@ def test_as_drawn_scales_the_whole_picture_and_leaves_the_ink_where_it_was(test_
     wide[50:90, 120:160] = 255  # a square of ink on a wide picture stays square: padded, not stretched
     rows, cols = prepare_as_drawn(wide).nonzero().unbind(1)
     assert rows.max() - rows.min() == cols.max() - cols.min()
+
+
+# --- the preparation pixel by pixel, against what MNIST's recipe gives by hand ---------------------------------------
+
+
+def test_a_rectangle_of_ink_becomes_a_20_pixel_block_in_the_middle() -> None:
+    """Crop to the ink, scale its longer side to 20 (a uniform patch stays uniform), centre it in 28x28."""
+    for paper, ink in ((0, 255), (255, 0), (30, 130)):  # white on black, black on white, grey on dark grey
+        picture = torch.full((100, 60), paper, dtype=torch.uint8)
+        picture[37:47, 21:26] = ink  # 10 rows, 5 columns of ink
+        expected = torch.zeros(28, 28, dtype=torch.uint8)
+        expected[4:24, 9:19] = 255  # 20 rows, 10 columns: the tallest side scaled to MNIST's 20x20 box
+        assert torch.equal(prepare_digit(picture), expected), (paper, ink)
+
+
+def test_a_one_pixel_line_stays_one_pixel_wide() -> None:
+    picture = torch.zeros(200, 200, dtype=torch.uint8)
+    picture[50:90, 120] = 255  # 40 pixels tall: scaled by a half, its width would round to 0
+    expected = torch.zeros(28, 28, dtype=torch.uint8)
+    expected[4:24, 13] = 255
+    assert torch.equal(prepare_digit(picture), expected)
+    assert torch.equal(prepare_digit(picture.T.contiguous()), expected.T)  # and lying down
+
+
+def test_ink_is_what_is_brighter_than_a_fifth_of_full_ink() -> None:
+    """A pixel exactly at the ink level (20 of 100 above the paper) is paper: the crop leaves it out."""
+    picture = torch.zeros(100, 100, dtype=torch.uint8)
+    picture[40:60, 45:55] = 100
+    picture[5, 5] = 20  # far from the digit, exactly INK_LEVEL after stretching the contrast
+    assert torch.equal(prepare_digit(picture), prepare_digit(picture.where(picture != 20, 0)))
+    picture[5, 5] = 21  # just above: part of the digit, so the crop grows to reach it
+    assert not torch.equal(prepare_digit(picture), prepare_digit(picture.where(picture != 21, 0)))
+
+
+def reference_ink_on_black(picture: np.ndarray) -> np.ndarray:
+    """The documented rule in numpy: the paper is the median of the four edges (torch's median: the lower middle)."""
+    x = picture.astype(np.float32)
+
+    def paper(x: np.ndarray) -> float:
+        edges = np.sort(np.concatenate([x[0, :], x[-1, :], x[:, 0], x[:, -1]]))
+        return edges[(len(edges) - 1) // 2]
+
+    if paper(x) > 127:
+        x = 255 - x  # and the paper is the median of the inverted edges
+    x = np.clip(x - paper(x), 0, None)
+    return x / x.max()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_paper_level_is_the_median_of_the_four_edges_and_light_paper_is_inverted(seed: int) -> None:
+    generator = np.random.default_rng(seed)
+    height, width = generator.integers(5, 40, size=2)
+    low, high = sorted(generator.integers(0, 256, size=2))
+    picture = generator.integers(low, high + 1, size=(height, width)).astype(np.uint8)
+    picture[height // 2, width // 2] = 0 if seed % 2 else 255  # ink of either kind, so it is never flat
+    expected = reference_ink_on_black(picture)
+    np.testing.assert_allclose(ink_on_black(torch.from_numpy(picture)).numpy(), expected, rtol=0, atol=1e-6)
+
+
+def test_a_paper_exactly_half_grey_is_dark_paper() -> None:
+    """127 is below the middle: paper of 127 with brighter ink is not inverted, 128 with darker ink is."""
+    dark = torch.full((9, 9), 127, dtype=torch.uint8)
+    dark[4, 4] = 255
+    assert ink_on_black(dark)[4, 4] == 1 and ink_on_black(dark).sum() == 1
+    light = torch.full((9, 9), 128, dtype=torch.uint8)
+    light[4, 4] = 0
+    assert ink_on_black(light)[4, 4] == 1 and ink_on_black(light).sum() == 1
+
+
+def test_a_picture_with_one_grey_level_of_ink_is_still_a_digit() -> None:
+    faint = torch.zeros(9, 9, dtype=torch.uint8)
+    faint[4, 4] = 1  # the least ink there is: stretched to full ink
+    assert ink_on_black(faint)[4, 4] == 1
+    with pytest.raises(PictureError, match="^no ink found: the picture is one flat colour$"):
+        ink_on_black(torch.full((9, 9), 77, dtype=torch.uint8))
+
+
+def test_as_drawn_pads_a_picture_that_is_not_square_evenly_then_scales_it() -> None:
+    for height, width in ((20, 40), (40, 20), (30, 40)):
+        full = torch.zeros(height, width, dtype=torch.uint8)
+        full[1:-1, 1:-1] = 255  # ink up to a frame of paper: the padding shows as more paper
+        drawn = prepare_as_drawn(full)
+        assert drawn.dtype == torch.uint8 and drawn.shape == (28, 28) and drawn.max() == 255
+        assert torch.equal(drawn, drawn.flip(0)) and torch.equal(drawn, drawn.flip(1))  # padded alike on both sides
+        inked = (drawn > 0).sum(dim=0 if height < width else 1)
+        assert inked.max() < 28 and (drawn == 255).any(dim=1).sum() >= 12  # paper above and below, ink across
+    square = torch.zeros(56, 56, dtype=torch.uint8)
+    square[1:-1, 1:-1] = 255
+    assert torch.equal(prepare_as_drawn(square)[1:-1, 1:-1], torch.full((26, 26), 255, dtype=torch.uint8))
+
+
+def test_as_drawn_averages_fine_detail_instead_of_sampling_it() -> None:
+    """Scaled with antialiasing: a 1-pixel checkerboard shrunk 3 times is an even grey, not a pattern of 0 and 255."""
+    checkerboard = ((torch.arange(84)[:, None] + torch.arange(84)) % 2 * 255).to(torch.uint8)
+    drawn = prepare_as_drawn(checkerboard).float()
+    assert drawn[2:-2, 2:-2].max() - drawn[2:-2, 2:-2].min() < 40 and 100 < drawn.mean() < 160
+
+
+def test_prepare_picture_passes_admit_on_and_as_drawn_chooses_the_preparation(test_digits) -> None:
+    corner = torch.zeros(140, 140, dtype=torch.uint8)
+    corner[5:61, 5:61] = test_digits[0][::2, ::2]
+    data = saved(Image.fromarray(corner.numpy()), "PNG")
+    assert torch.equal(prepare_picture(data, as_drawn=True), prepare_as_drawn(corner))
+    assert torch.equal(prepare_picture(data), prepare_digit(corner))
+    sizes = []
+    prepare_picture(data, admit=lambda *size: sizes.append(size))
+    assert sizes == [(140, 140)]
+
+
+def test_a_dark_digit_on_a_transparent_background_in_grey_with_alpha(test_digits) -> None:
+    """Transparent paper is white paper in grey-with-alpha pictures too (mode LA)."""
+    digit = test_digits[0]
+    picture = as_ink_on_transparent(digit, (0, 0, 0)).convert("LA")
+    assert Image.open(io.BytesIO(saved(picture, "PNG"))).mode == "LA"
+    assert similarity(prepare_picture(saved(picture, "PNG")), prepare_digit(digit)) > 0.99
+
+
+def test_decoding_failures_are_sentences(test_digits, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = saved(Image.fromarray(test_digits[0][:40, :50].numpy()), "PNG")
+
+    def fails_with(error: BaseException):
+        def grayscale(picture):
+            raise error
+
+        monkeypatch.setattr(pictures, "_grayscale", grayscale)
+
+    fails_with(MemoryError())
+    with pytest.raises(PictureMemoryError, match=r"^not enough memory to decode this 50x40 picture$"):
+        decode_picture(data)
+    fails_with(OSError())
+    with pytest.raises(PictureError, match=r"^a damaged image: the decoder stopped without saying why$"):
+        decode_picture(data)
+
+
+def test_the_pixel_limit_message_names_the_size_and_the_fix() -> None:
+    side = int(MAX_PIXELS**0.5) + 1
+    with pytest.raises(PictureError) as refused:
+        decode_picture(saved(Image.new("L", (side, side)), "PNG", compress_level=1))
+    assert str(refused.value) == (
+        f"the picture is {side}x{side} = {side * side:,} pixels, more than the {MAX_PIXELS:,} read here (a guard"
+        " against decompression bombs): scale it down, a digit needs no more than a few hundred pixels a side"
+    )
+
+
+def test_a_folder_gives_its_visible_files_and_a_glob_reaches_into_subfolders(tmp_path: Path) -> None:
+    for name in ("b.png", "a.png", ".hidden.png", "sub/c.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert find_files(str(tmp_path)) == [tmp_path / "a.png", tmp_path / "b.png"]  # not the folder sub/, not hidden
+    assert find_files(f"{tmp_path}/**/*.png") == [tmp_path / "a.png", tmp_path / "b.png", tmp_path / "sub" / "c.png"]
+    assert find_files(f"{tmp_path}/*") == [tmp_path / "a.png", tmp_path / "b.png"]  # files only
+
+
+@pytest.mark.parametrize("kind", ["folder", "pattern"])
+def test_nothing_to_predict_is_one_sentence_naming_the_folder_or_the_pattern(tmp_path: Path, kind: str) -> None:
+    given = str(tmp_path) if kind == "folder" else f"{tmp_path}/*.png"
+    where = f"the folder {tmp_path}" if kind == "folder" else f"the pattern {given!r}"
+    with pytest.raises(OwnImagesError) as refused:
+        find_files(given)
+    assert str(refused.value) == (
+        f"--data.predict_images: {where} matches no files. Name a folder holding digit pictures (PNG, JPEG, GIF,"
+        " WebP or BMP), or a glob such as 'my_digits/*.png' (quote it so the shell does not expand it)."
+    )
+
+
+def test_own_images_keep_each_file_that_cannot_be_read_as_a_failure(
+    test_digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(saved(Image.fromarray(test_digits[0].numpy()), "PNG"))
+    read_bytes = Path.read_bytes
+
+    def unreadable_b(path: Path) -> bytes:
+        if path.name == "b.png":
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", unreadable_b)
+    own = load_own_images(str(tmp_path))
+    assert own.names == [str(tmp_path / "a.png")] and own.images.shape == (1, 28, 28)
+    assert own.failures == {str(tmp_path / "b.png"): "cannot read the file (Permission denied)"}
+    (tmp_path / "a.png").write_bytes(b"not a picture")
+    nothing = load_own_images(str(tmp_path))
+    assert nothing.images.shape == (0, 28, 28) and nothing.images.dtype == torch.uint8 and nothing.names == []
+    assert nothing.order == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+
+
+SOI, SOS, EOI = b"\xff\xd8", b"\xff\xda\x00\x02", b"\xff\xd9"  # start of image, a scan header (no body), end
+
+
+@pytest.mark.parametrize(
+    ("data", "scans"),
+    [
+        (SOI + b"\xff\xe0\x00\x06" + SOS + SOS, 1),  # the first segment's bytes are data, even when they look like SOS
+        (SOI + b"\xff\xff\xff" + SOS, 1),  # fill bytes before a marker
+        (SOI + SOS + b"\x12\xff\x00\xff\x00\x34" + SOS, 2),  # stuffed 0xFF bytes in the entropy-coded data
+        (SOI + b"\xff\x01" + SOS, 1),  # TEM, a marker without a length
+        (SOI + SOS + b"\xff\xd0\xff\xd1\xff\xd7" + SOS, 2),  # restart markers RST0-RST7 have no length either
+        (SOI + SOI + SOS, 1),
+        (SOI + SOS + EOI + SOS + b"\x00\x00", 1),  # nothing after the end of the image is counted
+        (SOI + SOS, 1),  # a scan header that ends the file
+        (SOI + SOS[:3], 0),  # one cut inside its length is not counted
+        (SOI + SOS + b"\xff", 1),  # a file that ends in 0xFF
+    ],
+    ids=["segment", "fill", "stuffing", "tem", "restart", "soi", "after-eoi", "at-end", "cut", "trailing-ff"],
+)
+def test_scans_are_counted_by_walking_the_markers(data: bytes, scans: int) -> None:
+    assert count_jpeg_scans(data, stop_after=100) == scans
+
+
+def test_counting_scans_stops_at_the_limit_it_is_given() -> None:
+    assert count_jpeg_scans(SOI + SOS * 5, stop_after=3) == 3
+    assert count_jpeg_scans(SOI + SOS * 5, stop_after=10) == 5

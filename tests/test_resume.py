@@ -284,3 +284,60 @@ def test_the_cli_writes_every_checkpoint_through_the_atomic_plugin(
     written = sorted(p.name for p in (tmp_path / "version_0" / "checkpoints").iterdir())
     assert {name for name in renamed if name.endswith(".ckpt")} == set(written) and "last.ckpt" in written
     assert renamed.count("last.ckpt") == 2  # rewritten at the end of each epoch, atomically each time
+
+
+def test_the_newest_checkpoint_wins_and_equal_times_are_decided_by_the_path(tmp_path: Path) -> None:
+    older, newer = tmp_path / "z" / "last.ckpt", tmp_path / "a" / "interrupted.ckpt"
+    for path, seconds in ((older, 1_000), (newer, 2_000)):
+        path.parent.mkdir()
+        path.write_bytes(b"x")
+        os.utime(path, ns=(seconds * 10**9, seconds * 10**9))
+    assert find_latest_checkpoint(tmp_path) == newer  # not the one whose path sorts last
+    os.utime(newer, ns=(1_000 * 10**9, 1_000 * 10**9))
+    assert find_latest_checkpoint(tmp_path) == older  # the same time: the path that sorts last
+
+
+def test_ckpt_path_last_with_nothing_to_resume_names_every_folder_it_searched(tmp_path: Path) -> None:
+    with pytest.raises(checkpoints.CheckpointError) as refused:
+        checkpoints.resolve_last(tmp_path / "runs", tmp_path / "logs", tmp_path / "runs")
+    assert str(refused.value) == (
+        f"--ckpt_path last: no last.ckpt or interrupted.ckpt under {tmp_path / 'runs'} or {tmp_path / 'logs'}, so"
+        " there is nothing to resume. Check --trainer.default_root_dir or your logger's save_dir (where you trained),"
+        " give a checkpoint file with --ckpt_path PATH, or drop --ckpt_path to start a new run."
+    )
+
+
+def test_a_checkpoint_gives_back_the_evaluation_batch_size_of_its_run() -> None:
+    assert checkpoints.trained_eval_batch_size({"datamodule_hyper_parameters": {"eval_batch_size": 500}}, 1000) == 500
+    assert checkpoints.trained_eval_batch_size({"datamodule_hyper_parameters": {}}, 1000) == 1000
+    assert checkpoints.trained_eval_batch_size({}, 1000) == 1000  # saved by a script without the data module
+
+
+def test_weights_of_another_size_without_a_path_are_named_as_the_checkpoint() -> None:
+    from mnist_dense import MNISTClassifier
+
+    small, large = MNISTClassifier(hidden=16), MNISTClassifier(hidden=32)
+    saved = {"state_dict": small.state_dict(), "hyper_parameters": {"hidden": 16}}
+    with pytest.raises(checkpoints.CheckpointError, match=r"^The checkpoint holds a DenseNet\(hidden=16\) network"):
+        checkpoints.check_network(None, saved, {"class_path": "mnist_dense.model.DenseNet",
+                                                "init_args": {"hidden": 32}}, large.state_dict())  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["fit", "--model.lr", "0.01"], "python -m mnist_dense fit --model.lr 0.01 --ckpt_path 'my runs/i.ckpt'"),
+        (
+            ["fit", "--ckpt_path", "old.ckpt", "--trainer.max_epochs", "3", "--ckpt_path=last"],
+            "python -m mnist_dense fit --trainer.max_epochs 3 --ckpt_path 'my runs/i.ckpt'",
+        ),
+    ],  # fmt: skip
+)
+def test_the_resume_command_is_the_command_run_with_the_interrupted_checkpoint(
+    argv: list[str], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnist_dense.callbacks.interrupt import resume_command
+
+    assert resume_command("my runs/i.ckpt", argv) == expected
+    monkeypatch.setattr(sys, "argv", ["/path/to/mnist_dense/__main__.py", *argv])
+    assert resume_command("my runs/i.ckpt") == expected  # the command line this process was given

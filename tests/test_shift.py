@@ -143,3 +143,14 @@ def test_every_shift_is_scored_with_the_normalization_the_checkpoint_was_trained
         unit = sum(right(r * size, c * size, 0.0, 1.0) for r, c in directions) / 8
         assert table[size] == pytest.approx(standard, abs=1e-6)
         assert abs(standard - unit) > 0.01, size  # so the check tells the two normalizations apart
+
+
+def test_random_translate_of_one_pixel_moves_digits_and_of_zero_draws_nothing() -> None:
+    images = torch.zeros(200, 28, 28, dtype=torch.uint8)
+    images[:, 14, 14] = 255
+    torch.manual_seed(0)
+    moved = random_translate(images, 1)
+    assert not torch.equal(moved, images) and set(moved.nonzero()[:, 1].tolist()) == {13, 14, 15}
+    state = torch.get_rng_state()
+    assert random_translate(images, 0) is images  # no shift, and the random stream is left as it was
+    assert torch.equal(torch.get_rng_state(), state)
