@@ -371,3 +371,35 @@ def test_the_epoch_title_counts_from_1_and_names_the_limit_when_there_is_one(max
     from mnist_dense.callbacks.progress import epoch_title
 
     assert epoch_title(SimpleNamespace(current_epoch=2, max_epochs=max_epochs)) == title
+
+
+def test_the_summary_is_laid_out_in_keras_columns_and_widens_for_long_names() -> None:
+    lines = keras_summary(MNISTClassifier()).splitlines()
+    assert lines[0] == 'Model: "MNISTClassifier"'
+    assert lines[1] == lines[-1] == "_" * 65 and lines[3] == lines[-5] == "=" * 65
+    assert lines[2] == " " + "Layer (type)".ljust(28) + "Output Shape".ljust(26) + "Param #"
+    assert lines[5] == " " + "net.layers.1 (Linear)".ljust(28) + "(N, 128)".ljust(26) + "100,480"
+    assert lines[-4:-1] == ["Total params: 101,770", "Trainable params: 101,770", "Non-trainable params: 0"]
+
+    class Scaled(MNISTClassifier):
+        """A module holding a parameter of its own, and a layer with a long name."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.temperature = nn.Parameter(torch.ones(1))
+            self.net.add_module("a_layer_with_a_name_longer_than_the_column", nn.Identity())
+
+    wide = keras_summary(Scaled()).splitlines()
+    name = "net.a_layer_with_a_name_longer_than_the_column (Identity)"
+    assert wide[2].index("Output Shape") == 1 + len(name) + 3 and len(wide[1]) == 1 + len(name) + 3 + 26 + 7
+    assert wide[-6] == " " + "(Scaled)".ljust(len(name) + 3) + "".ljust(26) + "1"
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [([1, 784], "(N, 784)"), ([[1, 4, 2], [1, 3]], "(N, 4, 2), (N, 3)"), ("?", "?"), ([], "?"), ([1, "x"], "?")],
+)
+def test_an_output_shape_is_written_as_keras_writes_it(size, text: str) -> None:
+    from mnist_dense.callbacks.summary import shape_text
+
+    assert shape_text(size) == text

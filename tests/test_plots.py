@@ -168,3 +168,74 @@ def test_any_module_that_maps_images_to_logits_gets_its_test_pictures(
     assert torch.equal(torch.as_tensor(np.asarray(ax.images[0].get_array())), expected)
     (ax,) = figures["misclassified.png"].axes
     assert [t.get_text() for t in ax.texts] == [f"{y}->{swapped[y]}" for y in labels.tolist() if y in swapped]
+
+
+# --- each picture as a reader sees it: sizes, titles, axes, labels ----------------------------------------------------
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as picture:
+        return picture.size
+
+
+def test_the_training_curves_have_a_panel_per_metric_and_a_line_per_stage(tmp_path: Path) -> None:
+    epochs = [{"epoch": 1, "train_loss": 0.5, "train_acc": 0.8, "val_loss": 0.4},
+              {"epoch": 2, "train_loss": 0.3, "train_acc": 0.9, "val_loss": 0.35}]  # fmt: skip
+    fig = plots.curves_figure(epochs)
+    loss, accuracy = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["Loss (cross-entropy)", "Accuracy"]
+    assert [ax.get_xlabel() for ax in fig.axes] == ["epoch", "epoch"] and list(loss.get_xticks()) == [1, 2]
+    lines = {line.get_label(): line for line in loss.get_lines()}
+    assert (lines["training"].get_marker(), lines["training"].get_linestyle()) == ("o", "-")
+    assert (lines["validation"].get_marker(), lines["validation"].get_linestyle()) == ("s", "--")
+    assert list(lines["validation"].get_ydata()) == [0.4, 0.35]
+    assert [line.get_label() for line in accuracy.get_lines()] == ["training"]  # no val_acc logged: no line
+    assert [t.get_text() for t in loss.get_legend().get_texts()] == ["training", "validation"]
+    assert all(line.get_visible() and line.get_alpha() == 0.3 for line in loss.get_xgridlines())
+    assert fig.get_layout_engine().__class__.__name__ == "TightLayoutEngine"
+    assert png_size(plots.save_figure(fig, tmp_path / "sub" / "curves.png")) == (1000, 400)  # 10x4 in at 100 dpi
+
+
+def test_the_confusion_matrix_labels_every_digit_on_both_axes(tmp_path: Path) -> None:
+    counts = torch.arange(100).reshape(10, 10)
+    fig = plots.confusion_figure(counts)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(k) for k in range(10)]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [str(k) for k in range(10)]
+    assert torch.equal(torch.as_tensor(np.asarray(ax.images[0].get_array())), counts)
+    assert fig.get_layout_engine().__class__.__name__ == "ConstrainedLayoutEngine"
+    assert png_size(plots.save_figure(fig, tmp_path / "confusion.png")) == (700, 700)
+
+
+def test_a_labelled_grid_titles_each_cell_in_its_corner_and_sizes_itself_to_its_cells(tmp_path: Path) -> None:
+    images = torch.rand(5, 1, 28, 28)
+    fig = plots.labelled_grid_figure(images, ["a", "b", "c", "d", "e"], columns=3, title="Five")
+    (ax,) = fig.axes
+    assert ax.get_title() == "Five" and not ax.axison
+    expected = make_grid(images, nrow=3, padding=2, pad_value=0.5).permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(ax.images[0].get_array(), expected, atol=1e-6)
+    assert ax.images[0].get_clim() == (0, 1)
+    for i, text in enumerate(ax.texts):
+        row, column = divmod(i, 3)
+        assert text.get_position() == (column * CELL + 3, row * CELL + 3)
+        assert (text.get_color(), text.get_fontsize(), text.get_va(), text.get_ha()) == ("yellow", 7, "top", "left")
+    assert tuple(fig.get_size_inches()) == pytest.approx((3 * 0.85 + 0.2, 2 * 0.85 + 0.5))
+    untitled = plots.labelled_grid_figure(images[:2], ["a", "b"], columns=3, inches=1.0)
+    assert untitled.axes[0].get_title() == "" and tuple(untitled.get_size_inches()) == pytest.approx((2.2, 1.2))
+    assert fig.get_layout_engine().__class__.__name__ == "TightLayoutEngine"
+
+
+def test_misclassified_digits_are_scaled_together_to_the_grids_range() -> None:
+    standardized = (torch.rand(3, 28, 28) - 0.1307) / 0.3081  # model inputs, not pixels
+    fig = plots.misclassified_figure(standardized, ["1->7", "4->9", "3->5"])
+    (ax,) = fig.axes
+    shown = ax.images[0].get_array()
+    grid = make_grid(((standardized - standardized.min()) / (standardized.max() - standardized.min()))[:, None],
+                     nrow=12, padding=2, pad_value=0.5)  # fmt: skip
+    np.testing.assert_allclose(shown, grid.permute(1, 2, 0).numpy(), atol=1e-6)
+    assert ax.get_title() == "Misclassified test digits: true -> predicted"
+    assert [t.get_text() for t in ax.texts] == ["1->7", "4->9", "3->5"]
+    flat = plots.misclassified_figure(torch.zeros(1, 1, 28, 28), ["0->1"])  # all one value: no division by zero
+    assert np.isfinite(flat.axes[0].images[0].get_array()).all()

@@ -152,3 +152,27 @@ def test_real_digits_drawn_large_dark_and_off_centre_come_back_as_mnist_digits()
         similarity.append(float(prepared @ original / prepared.norm() / original.norm()))
     # cosine similarity to the MNIST original (only inverted and squashed to 28x28: 0.35)
     assert sum(similarity) / len(similarity) > 0.75
+
+
+def test_the_rows_of_predictions_csv_follow_the_input_order_with_unusable_files_in_their_place() -> None:
+    from mnist_dense.callbacks.predictions import PredictionCSVWriter
+    from mnist_dense.pictures import OwnImages
+
+    probabilities = torch.tensor([[0.1, 0.9] + [0.0] * 8, [0.7, 0.3] + [0.0] * 8, [0.0] * 9 + [1.0]])
+    outputs = [{"probabilities": probabilities[:2], "target": torch.tensor([1, -1])},
+               {"probabilities": probabilities[2:], "target": torch.tensor([9])}]  # fmt: skip
+    rows = PredictionCSVWriter.rows(outputs)
+    assert rows == [
+        {"image": "test[0]", "predicted": 1, "probability": "0.900000", "label": 1, "error": ""},
+        {"image": "test[1]", "predicted": 0, "probability": "0.700000", "label": "", "error": ""},  # no label
+        {"image": "test[2]", "predicted": 9, "probability": "1.000000", "label": 9, "error": ""},
+    ]
+    own = OwnImages(torch.zeros(2, 28, 28, dtype=torch.uint8), ["a.png", "c.png"], {"b.png": "not a picture"},
+                    ["a.png", "b.png", "c.png"])  # fmt: skip
+    mine = [{"probabilities": probabilities[:2], "target": torch.tensor([-1, -1])}]
+    assert [(r["image"], r["predicted"], r["error"]) for r in PredictionCSVWriter.rows(mine, own)] == [
+        ("a.png", 1, ""), ("b.png", "", "not a picture"), ("c.png", 0, "")]  # fmt: skip
+    only_failures = OwnImages(torch.zeros(0, 28, 28, dtype=torch.uint8), [], {"b.png": "x"}, ["b.png"])
+    assert PredictionCSVWriter.rows([], only_failures) == [
+        {"image": "b.png", "predicted": "", "probability": "", "label": "", "error": "x"}]  # fmt: skip
+    assert PredictionCSVWriter.rows([]) == []

@@ -341,3 +341,73 @@ def test_the_resume_command_is_the_command_run_with_the_interrupted_checkpoint(
     assert resume_command("my runs/i.ckpt", argv) == expected
     monkeypatch.setattr(sys, "argv", ["/path/to/mnist_dense/__main__.py", *argv])
     assert resume_command("my runs/i.ckpt") == expected  # the command line this process was given
+
+
+@pytest.mark.parametrize(("signum", "code"), [(None, None), (signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_fit_exits_as_the_shell_counts_a_signal(signum, code, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnist_dense.callbacks import interrupt
+
+    monkeypatch.setattr(interrupt, "received", signum)
+    assert interrupt.interrupted_exit_code() == code
+
+
+FIX = "Give another checkpoint with --ckpt_path (for example the run's last.ckpt), or drop --ckpt_path."
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing", "Checkpoint {path} does not exist. {fix}"),
+        ("folder", "Checkpoint {path} is not a file. {fix}"),
+        ("empty", "Checkpoint {path} is empty (0 bytes): it was never written completely. {fix}"),
+        ("garbage", "Checkpoint {path} is corrupt or not a Lightning checkpoint ({detail}). {fix}"),
+        ("plain", "Checkpoint {path} is not a checkpoint of this package's training (missing state_dict,"
+                  " hyper_parameters, epoch, global_step, loops). {fix}"),
+        ("partly", "Checkpoint {path} is not a checkpoint of this package's training (missing loops). {fix}"),
+    ],  # fmt: skip
+)
+def test_a_checkpoint_that_cannot_be_used_gets_one_sentence_naming_it_and_the_fix(
+    kind: str, message: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "bad.ckpt"
+    detail = ""
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "garbage":
+        path.write_bytes(b"not a checkpoint at all")
+        try:
+            torch.load(path, weights_only=True)
+        except Exception as err:  # what torch says is part of the message
+            detail = str(err).strip().splitlines()[0]
+    elif kind == "plain":
+        torch.save({"weights": torch.zeros(3)}, path)
+    elif kind == "partly":
+        torch.save({"state_dict": {}, "hyper_parameters": {}, "epoch": 0, "global_step": 0}, path)
+    with pytest.raises(checkpoints.CheckpointError) as refused:
+        read_checkpoint(path)
+    assert str(refused.value) == message.format(path=path, fix=FIX, detail=detail)
+
+
+def test_a_checkpoint_is_peeked_at_from_a_path_an_open_file_or_a_url_and_the_file_is_left_where_it_was(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "some.ckpt"
+    content = {key: 0 for key in checkpoints.REQUIRED_KEYS}
+    torch.save(content, path)
+    assert checkpoints.peek_checkpoint(path) == content
+    assert checkpoints.peek_checkpoint(path.as_uri()) == content  # fsspec: file://, s3://, ...
+    with open(path, "rb") as f:
+        assert checkpoints.peek_checkpoint(f) == content and f.tell() == 0
+    with pytest.raises(checkpoints.CheckpointError, match="does not exist"):
+        checkpoints.peek_checkpoint(tmp_path / "none.ckpt")
+
+
+def test_the_atomic_writer_refuses_storage_options_and_makes_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"^AtomicCheckpointIO takes no storage_options\.$"):
+        AtomicCheckpointIO().save_checkpoint({"a": 1}, tmp_path / "x.ckpt", storage_options={"compress": True})
+    assert not (tmp_path / "x.ckpt").exists()
+    AtomicCheckpointIO().save_checkpoint({"a": 1}, tmp_path / "new" / "deeper" / "x.ckpt")
+    assert torch.load(tmp_path / "new" / "deeper" / "x.ckpt", weights_only=True) == {"a": 1}
+    assert checkpoints.partial_path(tmp_path / "x.ckpt") == tmp_path / ".x.ckpt.partial"
