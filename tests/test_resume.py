@@ -361,8 +361,11 @@ FIX = "Give another checkpoint with --ckpt_path (for example the run's last.ckpt
         ("folder", "Checkpoint {path} is not a file. {fix}"),
         ("empty", "Checkpoint {path} is empty (0 bytes): it was never written completely. {fix}"),
         ("garbage", "Checkpoint {path} is corrupt or not a Lightning checkpoint ({detail}). {fix}"),
-        ("plain", "Checkpoint {path} is not a checkpoint of this package's training (missing state_dict,"
-                  " hyper_parameters, epoch, global_step, loops). {fix}"),
+        (
+            "plain",
+            "Checkpoint {path} is not a checkpoint of this package's training (missing state_dict,"
+            " hyper_parameters, epoch, global_step, loops). {fix}",
+        ),
         ("partly", "Checkpoint {path} is not a checkpoint of this package's training (missing loops). {fix}"),
     ],  # fmt: skip
 )
