@@ -4,6 +4,7 @@
   JPEG is a pass over the whole picture, so 12,000 scans of 5000x5000 pixels (about 770 KB) take libjpeg tens of
   seconds, while an encoder writes about 10. Built from Pillow's own progressive file: the scan and the Huffman
   table before it are copied, so every scan is valid and libjpeg decodes them all.
+- `as_mpo`: the same JPEG wrapped as MPO (a multi-picture JPEG), which Pillow reports as a format of its own.
 - `large_png`: a legal 5000x5000 RGBA PNG of a digit, about 115 KB that decode to 100 MB of pixels.
 """
 
@@ -13,7 +14,7 @@ import io
 
 from PIL import Image, ImageDraw
 
-DHT, SOS, EOI = 0xC4, 0xDA, 0xD9
+DHT, SOS, EOI, APP2 = 0xC4, 0xDA, 0xD9, 0xE2
 
 
 def jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
@@ -45,6 +46,17 @@ def many_scan_jpeg(side: int = 5000, scans: int = 12_000) -> bytes:
     existing = sum(marker == SOS for marker, _, _ in segments)
     end = segments[-1][1]
     return data[:end] + repeated * max(0, scans - existing) + data[end:]
+
+
+def as_mpo(jpeg: bytes) -> bytes:
+    """The JPEG with the APP2 "MPF" segment of a two-image MPO inserted after SOI: Pillow then opens it as MPO, a
+    format of its own, and decodes the JPEG's scans as its first image."""
+    buffer = io.BytesIO()
+    frame = Image.new("L", (8, 8))
+    frame.save(buffer, "MPO", save_all=True, append_images=[frame])
+    mpo = buffer.getvalue()
+    (start, end), *_ = [(start, end) for marker, start, end in jpeg_segments(mpo) if marker == APP2]
+    return jpeg[:2] + mpo[start:end] + jpeg[2:]
 
 
 def large_png(side: int = 5000) -> bytes:

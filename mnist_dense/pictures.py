@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, JpegImagePlugin
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
@@ -106,6 +106,8 @@ def prepare_digit(image: Tensor) -> Tensor:
     top, left = (IMAGE_SIZE - size[0]) // 2, (IMAGE_SIZE - size[1]) // 2
     canvas[top : top + size[0], left : left + size[1]] = x
     digit = (canvas * 255).round().to(torch.uint8)
+    if not digit.any():
+        raise PictureError(_ink_vanishes(f"the {width}x{height} pixels the ink spans are scaled to fit 20x20"))
     return center_by_mass(digit)
 
 
@@ -122,7 +124,17 @@ def prepare_as_drawn(image: Tensor) -> Tensor:
     top, left = (side - height) // 2, (side - width) // 2
     x = torch.nn.functional.pad(x, (left, side - width - left, top, side - height - top))
     x = TF.resize(x[None], [IMAGE_SIZE, IMAGE_SIZE], antialias=True)[0].clamp(0, 1)
-    return (x * 255).round().to(torch.uint8)
+    digit = (x * 255).round().to(torch.uint8)
+    if not digit.any():
+        raise PictureError(_ink_vanishes(f"the {side}x{side} picture is scaled to 28x28"))
+    return digit
+
+
+def _ink_vanishes(scaling: str) -> str:
+    return (
+        f"no ink is left when {scaling}: the strokes are too thin or too faint for the size of the picture;"
+        " draw them thicker, or crop the picture closer to the digit"
+    )
 
 
 def center_by_mass(digit: Tensor) -> Tensor:
@@ -178,7 +190,10 @@ def _open_checked(data: bytes) -> Image.Image:
     if width * height > MAX_PIXELS:
         picture.close()
         raise PictureError(_too_many_pixels(f"{width}x{height} = {width * height:,} pixels"))
-    if picture.format == "JPEG" and count_jpeg_scans(data, stop_after=MAX_JPEG_SCANS + 1) > MAX_JPEG_SCANS:
+    # Every file Pillow decodes as JPEG scans: JPEG, and MPO (a JPEG with an APP2 "MPF" segment, which Pillow opens
+    # as MpoImageFile, a JpegImageFile); only its first image is decoded, and the count stops at its end.
+    jpeg_scans = isinstance(picture, JpegImagePlugin.JpegImageFile)
+    if jpeg_scans and count_jpeg_scans(data, stop_after=MAX_JPEG_SCANS + 1) > MAX_JPEG_SCANS:
         picture.close()
         raise PictureError(
             f"the JPEG holds more than {MAX_JPEG_SCANS} scans (progressive passes over the whole picture; an encoder"

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from benchmarks.hostile import many_scan_jpeg
+from benchmarks.hostile import as_mpo, many_scan_jpeg
 from mnist_dense import pictures
 from mnist_dense.data import load_split
 from mnist_dense.pictures import (
@@ -164,6 +164,37 @@ def test_a_jpeg_with_more_scans_than_the_limit_is_refused_from_its_markers_befor
     with pytest.raises(PictureError, match=f"more than {MAX_JPEG_SCANS} scans"):
         decode_picture(many_scan_jpeg(side=1000, scans=5000), admit=lambda *size: looked_at.append(size))
     assert looked_at == []  # refused before the decoder was even asked for
+
+
+def test_a_jpeg_wrapped_as_mpo_is_held_to_the_same_scan_limit(test_digits) -> None:
+    """Pillow opens a JPEG with an MPF segment as MPO; its scans are decoded all the same, so they are counted."""
+    looked_at = []
+    bomb = as_mpo(many_scan_jpeg(side=300, scans=MAX_JPEG_SCANS + 1))
+    assert Image.open(io.BytesIO(bomb)).format == "MPO"
+    with pytest.raises(PictureError, match=f"more than {MAX_JPEG_SCANS} scans"):
+        decode_picture(bomb, admit=lambda *size: looked_at.append(size))
+    assert looked_at == []
+    decode_picture(as_mpo(many_scan_jpeg(side=300, scans=MAX_JPEG_SCANS)))  # at the limit: decoded
+    digit = saved(Image.fromarray(255 - test_digits[0].numpy()).convert("RGB"), "JPEG", progressive=True)
+    assert torch.equal(prepare_picture(as_mpo(digit)), prepare_picture(digit))
+
+
+@pytest.mark.parametrize(
+    ("paper", "ink", "dots"),
+    [(255, 0, [(3, 3), (1020, 1020)]), (0, 60, [(100, 100), (100, 900), (900, 100), (900, 900)])],
+    ids=["two-black-pixels-on-white", "four-faint-dots-on-black"],
+)
+@pytest.mark.parametrize("as_drawn", [False, True], ids=["prepared", "as-drawn"])
+def test_ink_that_vanishes_when_scaled_is_a_picture_error(paper: int, ink: int, dots: list, as_drawn: bool) -> None:
+    picture = Image.new("L", (1024, 1024), paper)
+    for dot in dots:
+        picture.putpixel(dot, ink)
+    with pytest.raises(PictureError) as refused:
+        prepare_picture(saved(picture, "PNG"), as_drawn=as_drawn)
+    spans = max(x for x, _ in dots) - min(x for x, _ in dots) + 1
+    scaling = "the 1024x1024 picture is scaled to 28x28" if as_drawn else f"the {spans}x{spans} pixels the ink spans"
+    assert str(refused.value).startswith(f"no ink is left when {scaling}")
+    assert str(refused.value).endswith("draw them thicker, or crop the picture closer to the digit")
 
 
 def test_the_scan_limit_is_exact_and_ordinary_jpegs_are_far_below_it(test_digits) -> None:

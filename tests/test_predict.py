@@ -86,13 +86,17 @@ def test_own_images_predicted_and_unreadable_file_gets_an_error_row(
     write_png(bar_digit(4, dark_on_light=True), str(folder / "a_four.png"))
     (folder / "b_broken.png").write_bytes(b"this is not a PNG")
     write_png(torch.full((1, 30, 30), 200, dtype=torch.uint8), str(folder / "c_blank.png"))
+    specks = torch.full((1, 1024, 1024), 255, dtype=torch.uint8)
+    specks[0, 3, 3] = specks[0, 1020, 1020] = 0  # ink that vanishes at 20x20
+    write_png(specks, str(folder / "d_specks.png"))
     rows = predict(ckpt, tmp_path / "predict", "--data.data_dir", str(tiny_mnist), "--data.predict_images", str(folder))
-    assert [Path(row["image"]).name for row in rows] == ["a_four.png", "b_broken.png", "c_blank.png"]
-    four, broken, blank = rows
+    assert [Path(row["image"]).name for row in rows] == ["a_four.png", "b_broken.png", "c_blank.png", "d_specks.png"]
+    four, broken, blank, specks_row = rows
     assert four["error"] == "" and four["label"] == "" and 0.0 <= float(four["probability"]) <= 1.0
     assert broken["predicted"] == "" and "not a readable image" in broken["error"]
     assert blank["predicted"] == "" and "no ink" in blank["error"]
-    assert "1 images predicted, 2 unreadable" in capsys.readouterr().out
+    assert specks_row["predicted"] == "" and specks_row["error"].startswith("no ink is left when")
+    assert "1 images predicted, 3 unreadable" in capsys.readouterr().out
 
 
 def test_gif_webp_transparent_and_bad_pictures_in_one_folder_never_end_the_run(

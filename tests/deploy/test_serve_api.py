@@ -174,6 +174,14 @@ def test_a_blank_picture_is_refused(client: TestClient) -> None:
     refused(client, 422, "no ink found", json={"image": encoded(Image.new("RGBA", (280, 280), (0, 0, 0, 0)))})
 
 
+def test_a_picture_whose_ink_vanishes_when_scaled_is_refused_not_an_error(client: TestClient) -> None:
+    """Two black pixels far apart on a large white page: nothing is left of them at 20x20 (no division by zero)."""
+    page = Image.new("L", (1024, 1024), 255)
+    page.putpixel((3, 3), 0)
+    page.putpixel((1020, 1020), 0)
+    refused(client, 422, "no ink is left when the 1018x1018 pixels the ink spans", json={"image": encoded(page)})
+
+
 def test_the_body_limit_is_exactly_the_readmes(client: TestClient) -> None:
     """The README's table gives the limit; a body of exactly that many bytes passes the size check, one more not."""
     figure = re.search(r"the body is over ([\d,]+) bytes", (REPO / "README.md").read_text())
