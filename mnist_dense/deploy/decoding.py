@@ -56,6 +56,10 @@ class DecodersBusy(Exception):
     """The decoders' share for large pictures is taken."""
 
 
+class DecoderDied(Exception):
+    """The decoder's connection closed in the middle of a job: the process was killed or crashed."""
+
+
 def picture_bytes(value: Any) -> bytes:
     """The request's `image`: base64, or a data: URL holding base64 -> the picture file's bytes."""
     if not isinstance(value, str):
@@ -277,14 +281,37 @@ class PicturePool:
         task.add_done_callback(self.replacing.discard)
 
     async def prepare(self, body: bytes) -> bytes:
-        retry = {"Retry-After": str(self.limits.retry_after_s)}
-        try:
-            await asyncio.wait_for(self.free.acquire(), self.limits.decoder_wait_s)
-        except asyncio.TimeoutError:
-            raise HTTPException(
-                503, f"every picture decoder is busy; retry in {self.limits.retry_after_s} s", headers=retry
-            ) from None
-        decoder, holds_large, healthy = self.idle.pop(), False, False
+        """A decoder that dies under a picture (killed, crashed) is a fault of the server's, not of the picture: the
+        picture is tried once more on another decoder, then the answer is 503 with Retry-After, never a 4xx."""
+        for _ in range(2):
+            with contextlib.suppress(DecoderDied):
+                return await self._prepare_once(body)
+        raise HTTPException(
+            503,
+            "the picture decoder stopped twice while preparing this picture (a fault of the server's, not of the"
+            f" picture); retry in {self.limits.retry_after_s} s",
+            headers={"Retry-After": str(self.limits.retry_after_s)},
+        )
+
+    async def _take_decoder(self) -> Decoder:
+        """An idle decoder that is alive; one found dead is replaced, and the wait goes on for another."""
+        deadline = asyncio.get_running_loop().time() + self.limits.decoder_wait_s
+        while True:
+            try:
+                await asyncio.wait_for(self.free.acquire(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except asyncio.TimeoutError:
+                raise HTTPException(
+                    503,
+                    f"every picture decoder is busy; retry in {self.limits.retry_after_s} s",
+                    headers={"Retry-After": str(self.limits.retry_after_s)},
+                ) from None
+            decoder = self.idle.pop()
+            if decoder.process.is_alive():
+                return decoder
+            self.replace(decoder)
+
+    async def _prepare_once(self, body: bytes) -> bytes:
+        decoder, holds_large, healthy = await self._take_decoder(), False, False
 
         def grant_large() -> bool:
             nonlocal holds_large
@@ -302,9 +329,7 @@ class PicturePool:
                 " here: send a smaller picture, or save it again as an ordinary PNG or JPEG",
             ) from None
         except (asyncio.IncompleteReadError, ConnectionError):
-            raise HTTPException(
-                422, "the decoder stopped while reading the picture: the file is damaged; send another file"
-            ) from None
+            raise DecoderDied from None
         finally:
             self.large_busy -= holds_large
             if healthy:
@@ -325,5 +350,5 @@ class PicturePool:
             503,
             f"the decoders for pictures over {self.limits.large_picture_pixels:,} pixels are busy; retry in"
             f" {self.limits.retry_after_s} s, or send a smaller picture (a digit needs a few hundred pixels a side)",
-            headers=retry,
+            headers={"Retry-After": str(self.limits.retry_after_s)},
         )

@@ -162,3 +162,51 @@ def test_a_small_picture_is_answered_while_a_large_one_decodes(large, digit) -> 
 
     order, got = run_with_pool(ServiceLimits(decoders=2, decode_time_s=60), scenario)
     assert order == [True] and got == prepared
+
+
+def test_decoders_killed_while_idle_are_replaced_before_a_picture_reaches_them(digit) -> None:
+    """Killed from outside (the OOM killer, an operator): the next digits still get their 200, never a 4xx."""
+    body, prepared = digit
+
+    async def scenario(pool: PicturePool):
+        for decoder in pool.idle:
+            decoder.process.kill()
+            decoder.process.join(5)
+        return [await outcome(pool, body) for _ in range(2)], await pool.prepare(body)
+
+    answers, after = run_with_pool(ServiceLimits(decoders=2), scenario)
+    assert answers == [(200, "", {})] * 2 and after == prepared
+
+
+async def kill_busy_decoders(pool: PicturePool, count: int) -> None:
+    """Kill up to `count` decoders, each while it holds a picture (for 10 s at most)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while count and asyncio.get_running_loop().time() < deadline:
+        for decoder in set(pool.decoders) - set(pool.idle):
+            if decoder.process.is_alive():
+                decoder.process.kill()
+                count -= 1
+                break
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize(("deaths", "expected"), [(1, 200), (2, 503)])
+def test_a_decoder_that_dies_under_a_picture_costs_a_retry_then_a_503(large, digit, deaths, expected) -> None:
+    """The server's fault, not the picture's: tried once more on another decoder, then 503 with Retry-After."""
+    body, prepared = digit
+
+    async def scenario(pool: PicturePool):
+        answer, _ = await asyncio.gather(outcome(pool, large), kill_busy_decoders(pool, deaths))
+        await asyncio.gather(*pool.replacing)
+        return answer, await pool.prepare(body), len(pool.decoders)
+
+    limits = ServiceLimits(decoders=2, decode_time_s=60, large_picture_pixels=10**9)
+    (status, detail, headers), after, decoders = run_with_pool(limits, scenario)
+    assert status == expected, detail
+    if expected == 503:
+        assert detail == (
+            "the picture decoder stopped twice while preparing this picture (a fault of the server's, not of the"
+            " picture); retry in 1 s"
+        )
+        assert headers == {"Retry-After": "1"}
+    assert after == prepared and decoders == 2
