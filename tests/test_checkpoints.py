@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import os
+import pickle
 import re
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 import torch
 
 from mnist_dense import MNISTClassifier, MNISTDataModule
+from mnist_dense.checkpoints import CheckpointError, find_latest_checkpoint, peek_checkpoint, trained_normalization
 from mnist_dense.cli import main
 from tests.conftest import cpu_trainer
 
@@ -64,3 +68,50 @@ def test_nonsense_hyperparameters_are_still_refused_at_parse_time(capsys: pytest
         with pytest.raises(SystemExit) as exit_info:
             main(["fit", flag, value])
         assert exit_info.value.code == 2 and flag.removeprefix("--") in capsys.readouterr().err
+
+
+def test_the_normalization_of_a_checkpoint_that_saved_none_is_the_default() -> None:
+    assert trained_normalization({}, "unit") == "unit"
+    assert trained_normalization({"datamodule_hyper_parameters": {}}, "standard") == "standard"
+    assert trained_normalization({"datamodule_hyper_parameters": {"normalization": "standard"}}, "unit") == "standard"
+
+
+def test_of_two_checkpoints_written_in_the_same_instant_the_later_folder_wins(tmp_path: Path) -> None:
+    paths = [tmp_path / f"version_{n}" / "checkpoints" / "last.ckpt" for n in (1, 0)]
+    for path in paths:
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"x")
+        os.utime(path, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
+    assert find_latest_checkpoint(tmp_path) == paths[0]
+
+
+class RunsCode:
+    """A pickled object that runs code when it is loaded: what a checkpoint from a stranger may hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_is_read_the_same_from_a_path_a_url_and_an_open_file_and_never_runs_its_code(
+    tmp_path: Path,
+) -> None:
+    plain, hostile, marker = tmp_path / "plain.ckpt", tmp_path / "hostile.ckpt", tmp_path / "code-ran"
+    keys = {"hyper_parameters": {}, "global_step": 7, "loops": {}}  # what read_checkpoint asks of a path
+    torch.save({"state_dict": {"w": torch.arange(3.0)}, "epoch": 2, **keys}, plain)
+    torch.save({"state_dict": {}, "epoch": 2, **keys, "payload": RunsCode(marker)}, hostile)
+    for source in (plain, f"file://{plain}", io.BytesIO(plain.read_bytes())):
+        checkpoint = peek_checkpoint(source)
+        assert checkpoint["epoch"] == 2 and torch.equal(checkpoint["state_dict"]["w"], torch.arange(3.0))
+    opened = io.BytesIO(b"ahead" + plain.read_bytes())
+    opened.seek(5)
+    peek_checkpoint(opened)
+    assert opened.tell() == 5  # an open file is left where it was
+    with pytest.raises(CheckpointError):
+        peek_checkpoint(hostile)
+    for source in (f"file://{hostile}", io.BytesIO(hostile.read_bytes())):
+        with pytest.raises(pickle.UnpicklingError):
+            peek_checkpoint(source)
+    assert not marker.exists()

@@ -13,7 +13,7 @@ import torch
 from mnist_dense.checkpoints import CheckpointError
 from mnist_dense.constants import MNIST_MEAN, MNIST_STD
 from mnist_dense.data import MNISTDataError, MNISTDataModule, files
-from mnist_dense.data.sampling import ResumableSampler, epoch_order
+from mnist_dense.data.sampling import ResumableDataLoader, ResumableSampler, epoch_order, run_seed
 from mnist_dense.scaling import to_model_input
 from tests.conftest import BUNDLED_DATA
 
@@ -359,15 +359,22 @@ def test_the_bundled_copy_is_the_default_data_folder_only_where_it_exists(
 def test_a_failed_download_is_one_message_naming_the_files_the_failure_and_the_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception, detail: str
 ) -> None:
-    timeouts = []
+    timeouts, asked = [], []
 
     def mirror_down(root: str, train: bool, download: bool) -> None:
         timeouts.append(socket.getdefaulttimeout())
+        asked.append((root, download))
         raise error
 
     monkeypatch.setattr(files, "MNIST", mirror_down)
-    with pytest.raises(MNISTDataError) as refused:
-        files.ensure_mnist_files(tmp_path, ("test",))
+    socket.setdefaulttimeout(7.5)  # the caller's own timeout, which the download puts back
+    try:
+        with pytest.raises(MNISTDataError) as refused:
+            files.ensure_mnist_files(tmp_path, ("test",))
+        assert socket.getdefaulttimeout() == 7.5
+    finally:
+        socket.setdefaulttimeout(None)
+    assert asked == [(str(tmp_path.resolve()), True)]  # torchvision's MNIST, downloading, under data_dir
     folder = files.raw_folder(tmp_path)
     assert str(refused.value) == (
         f"MNIST files missing from {folder}: t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte. Downloading them failed"
@@ -376,7 +383,7 @@ def test_a_failed_download_is_one_message_naming_the_files_the_failure_and_the_f
         " copying data/MNIST/raw/ from a clone of this repository, or point --data.data_dir at a folder whose"
         " MNIST/raw holds them."
     )
-    assert timeouts == [files.DOWNLOAD_TIMEOUT_S] and socket.getdefaulttimeout() is None  # bounded, then restored
+    assert timeouts == [files.DOWNLOAD_TIMEOUT_S]  # bounded, then restored
 
 
 def loader_at(tiny_mnist: Path, batch_size: int) -> torch.utils.data.DataLoader:
@@ -406,3 +413,30 @@ def test_a_checkpoint_without_a_loader_position_resumes_at_the_start_of_its_epoc
     loader = loader_at(tiny_mnist, 32)
     loader.load_state_dict({})  # a checkpoint of a run whose loader saved nothing (another sampler)
     assert sum(len(labels) for _, labels in loader) == 500
+
+
+def test_the_run_seed_is_lightnings_and_0_when_unseeded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    assert run_seed() == 0
+    monkeypatch.setenv("PL_GLOBAL_SEED", "1234")
+    assert run_seed() == 1234
+
+
+def test_a_sampler_with_its_defaults_is_one_process_at_the_start_of_its_epoch() -> None:
+    sampler = ResumableSampler(range(10), seed=3)
+    loader = ResumableDataLoader(range(10), batch_size=4, sampler=sampler)
+    assert loader.state_dict() == {"epoch": 0, "position": 0, "layout": {"train_images": 10, "batch_size": 4,
+                                                                         "processes": 1}}  # fmt: skip
+    assert sorted(sampler) == list(range(10)) and sampler.position == 10
+
+
+def test_the_layout_names_the_processes_and_the_batch() -> None:
+    two = ResumableDataLoader(range(10), batch_size=3, sampler=ResumableSampler(range(10), seed=0, world_size=2))
+    assert two.layout() == {"train_images": 10, "batch_size": 3, "processes": 2}
+    unbatched = ResumableDataLoader(range(10), batch_size=None)
+    assert unbatched.layout() == {"train_images": 10, "batch_size": 1, "processes": 1}
+
+
+def test_model_input_divides_by_255_unless_told_otherwise() -> None:
+    pixels = torch.tensor([0, 51, 255], dtype=torch.uint8).repeat(1, 262)[:, :784].reshape(1, 28, 28)
+    assert torch.equal(to_model_input(pixels), pixels.float().reshape(1, 1, 28, 28) / 255.0)

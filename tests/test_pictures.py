@@ -130,8 +130,48 @@ def test_a_picture_over_the_pixel_limit_is_refused_before_decoding() -> None:
 
 def test_a_decompression_bomb_beyond_pillows_own_limit_gets_the_same_message() -> None:
     bomb = saved(Image.new("1", (20_000, 20_000)), "PNG")  # 400 million pixels in about 50 KB
-    with pytest.raises(PictureError, match="over .* pixels, more than the 25,000,000 read here"):
+    with pytest.raises(PictureError) as refused:
         decode_picture(bomb)
+    assert str(refused.value) == (
+        f"the picture is over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, more than the 25,000,000 read here (a guard"
+        " against decompression bombs): scale it down, a digit needs no more than a few hundred pixels a side"
+    )
+
+
+class Admitted(Exception):
+    """Raised by `admit`: the header passed every guard, and no pixel was decoded."""
+
+
+def test_a_picture_of_exactly_the_pixel_limit_passes_the_guard() -> None:
+    def admit(width: int, height: int) -> None:
+        raise Admitted(width * height)
+
+    with pytest.raises(Admitted, match=f"^{MAX_PIXELS}$"):
+        decode_picture(saved(Image.new("1", (5000, MAX_PIXELS // 5000)), "PNG"), admit=admit)
+
+
+def test_only_the_five_formats_are_decoded_and_the_refusals_are_whole_sentences() -> None:
+    tiff = saved(Image.new("L", (28, 28), 255), "TIFF")  # Pillow reads TIFF; this package does not
+    for data in (tiff, b"digit: seven"):
+        with pytest.raises(PictureError) as refused:
+            decode_picture(data)
+        assert str(refused.value) == "not a readable image (use PNG, JPEG, GIF, WebP or BMP)"
+    with pytest.raises(PictureError) as refused:
+        decode_picture(many_scan_jpeg(side=300, scans=MAX_JPEG_SCANS + 1))
+    assert str(refused.value) == (
+        f"the JPEG holds more than {MAX_JPEG_SCANS} scans (progressive passes over the whole picture; an encoder"
+        " writes about 10), a guard against pictures made to be slow to decode: save it as an ordinary JPEG or PNG"
+    )
+
+
+def test_a_large_colour_jpeg_is_decoded_in_grey_at_a_reduced_scale_as_pillows_draft_does(test_digits) -> None:
+    photo = Image.fromarray(255 - test_digits[0].numpy()).resize((3000, 3000)).convert("RGB")
+    data = saved(photo, "JPEG", quality=90)
+    reference = Image.open(io.BytesIO(data))
+    reference.draft("L", (1024, 1024))
+    assert reference.mode == "L" and reference.size == (1500, 1500)  # decoded in grey at half the size
+    reference.thumbnail((1024, 1024))
+    assert torch.equal(decode_picture(data), torch.from_numpy(np.asarray(reference))[None])
 
 
 @pytest.mark.parametrize(
@@ -486,3 +526,17 @@ def test_scans_are_counted_by_walking_the_markers(data: bytes, scans: int) -> No
 def test_counting_scans_stops_at_the_limit_it_is_given() -> None:
     assert count_jpeg_scans(SOI + SOS * 5, stop_after=3) == 3
     assert count_jpeg_scans(SOI + SOS * 5, stop_after=10) == 5
+
+
+@pytest.mark.parametrize(("error", "message"), [(OSError("broken header"), "broken header"),
+                                                (OSError(), "its header cannot be read")])  # fmt: skip
+def test_a_header_that_cannot_be_read_is_a_damaged_image(
+    monkeypatch: pytest.MonkeyPatch, error: Exception, message: str
+) -> None:
+    def cannot_open(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(pictures.Image, "open", cannot_open)
+    with pytest.raises(PictureError) as refused:
+        decode_picture(b"\x89PNG\r\n\x1a\n")
+    assert str(refused.value) == f"a damaged image: {message}"

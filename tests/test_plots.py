@@ -195,7 +195,7 @@ def test_the_training_curves_have_a_panel_per_metric_and_a_line_per_stage(tmp_pa
     assert [t.get_text() for t in loss.get_legend().get_texts()] == ["training", "validation"]
     assert all(line.get_visible() and line.get_alpha() == 0.3 for line in loss.get_xgridlines())
     assert fig.get_layout_engine().__class__.__name__ == "TightLayoutEngine"
-    assert png_size(plots.save_figure(fig, tmp_path / "sub" / "curves.png")) == (1000, 400)  # 10x4 in at 100 dpi
+    assert png_size(plots.save_figure(fig, tmp_path / "a" / "b" / "curves.png")) == (1000, 400)  # 10x4 in at 100 dpi
 
 
 def test_the_confusion_matrix_labels_every_digit_on_both_axes(tmp_path: Path) -> None:
@@ -224,6 +224,8 @@ def test_a_labelled_grid_titles_each_cell_in_its_corner_and_sizes_itself_to_its_
     assert tuple(fig.get_size_inches()) == pytest.approx((3 * 0.85 + 0.2, 2 * 0.85 + 0.5))
     untitled = plots.labelled_grid_figure(images[:2], ["a", "b"], columns=3, inches=1.0)
     assert untitled.axes[0].get_title() == "" and tuple(untitled.get_size_inches()) == pytest.approx((2.2, 1.2))
+    single = plots.labelled_grid_figure(images[:1], ["a"], columns=3, inches=1.0)  # one column for one image
+    assert tuple(single.get_size_inches()) == pytest.approx((1.2, 1.2))
     assert fig.get_layout_engine().__class__.__name__ == "TightLayoutEngine"
 
 
