@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help install fit test lint notebook bench bench-serve results clean
+.PHONY: help install fit test lint mutation notebook bench bench-serve results clean
 .DEFAULT_GOAL := help
 
 help: ## List the targets
@@ -28,13 +28,20 @@ lint: $(INSTALLED) ## ruff check and format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+$(VENV)/.mutation-installed: $(INSTALLED)
+	$(PY) -m pip install --quiet -e ".[mutation]"
+	touch $@
+
+mutation: $(VENV)/.mutation-installed ## mutmut over the core against the quick tests; scores into docs/development.md
+	$(PY) -m benchmarks.mutation $(ARGS)
+
 notebook: $(INSTALLED) ## Execute examples/tutorial.ipynb (5 epochs) into runs/notebook/tutorial.ipynb, outputs kept
 	mkdir -p runs/notebook
 	$(VENV)/bin/jupyter-execute examples/tutorial.ipynb --output="$(CURDIR)/runs/notebook/tutorial" --timeout=1800
 	@echo "Executed notebook: runs/notebook/tutorial.ipynb"
 
 clean: ## Remove run outputs and decompressed data (keeps .venv)
-	rm -rf runs lightning_logs .pytest_cache
+	rm -rf runs lightning_logs .pytest_cache mutants
 	rm -f data/MNIST/raw/*-ubyte
 
 bench: $(INSTALLED) ## fit vs the usual port, a plain loop and the tutorial's Keras program (with the keras extra); runs/bench/latest.md (ARGS="--keras_python PATH" for the Keras run)
