@@ -286,12 +286,14 @@ class PicturePool:
         for _ in range(2):
             with contextlib.suppress(DecoderDied):
                 return await self._prepare_once(body)
-        raise HTTPException(
-            503,
+        raise self.retry_later(
             "the picture decoder stopped twice while preparing this picture (a fault of the server's, not of the"
-            f" picture); retry in {self.limits.retry_after_s} s",
-            headers={"Retry-After": str(self.limits.retry_after_s)},
+            f" picture); retry in {self.limits.retry_after_s} s"
         )
+
+    def retry_later(self, detail: str) -> HTTPException:
+        """503 with Retry-After: the server cannot take the picture now, through no fault of the picture."""
+        return HTTPException(503, detail, headers={"Retry-After": str(self.limits.retry_after_s)})
 
     async def _take_decoder(self) -> Decoder:
         """An idle decoder that is alive; one found dead is replaced, and the wait goes on for another."""
@@ -300,10 +302,8 @@ class PicturePool:
             try:
                 await asyncio.wait_for(self.free.acquire(), max(0.0, deadline - asyncio.get_running_loop().time()))
             except asyncio.TimeoutError:
-                raise HTTPException(
-                    503,
-                    f"every picture decoder is busy; retry in {self.limits.retry_after_s} s",
-                    headers={"Retry-After": str(self.limits.retry_after_s)},
+                raise self.retry_later(
+                    f"every picture decoder is busy; retry in {self.limits.retry_after_s} s"
                 ) from None
             decoder = self.idle.pop()
             if decoder.process.is_alive():
@@ -346,9 +346,7 @@ class PicturePool:
                 f"decoding the picture needs more than the {self.limits.decode_memory_mb:,} MB of memory a picture"
                 " may use here: send a smaller picture",
             )
-        raise HTTPException(
-            503,
+        raise self.retry_later(
             f"the decoders for pictures over {self.limits.large_picture_pixels:,} pixels are busy; retry in"
-            f" {self.limits.retry_after_s} s, or send a smaller picture (a digit needs a few hundred pixels a side)",
-            headers={"Retry-After": str(self.limits.retry_after_s)},
+            f" {self.limits.retry_after_s} s, or send a smaller picture (a digit needs a few hundred pixels a side)"
         )
