@@ -37,6 +37,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks import docs_tables
 from benchmarks.baselines import result_lines, run_child
 from benchmarks.marks import PHASES, phases
 
@@ -301,6 +302,11 @@ def main(argv: list[str] | None = None) -> None:
     (out_dir / f"{stamp}.json").write_text(json.dumps(raw, indent=2) + "\n")
     (out_dir / "latest.md").write_text(markdown)
     print(markdown)
+    defaults = vars(parser.parse_args([]))
+    if all(getattr(args, name) == defaults[name] for name in defaults if name not in ("keras_python", "out_dir")):
+        line = docs_tables.stamp("make bench", docs_tables.load_average() + " at the end")
+        page = docs_tables.write_block("bench", line + "\n\n" + markdown)
+        print(f"Written: the table into {page}")
 
 
 if __name__ == "__main__":

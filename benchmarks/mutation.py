@@ -15,8 +15,9 @@ reason, and left out of the score; the report lists each one.
 
 Writes runs/mutation/latest.md (the table and every survivor's diff) and the table into docs/development.md between
 its `mutation-scores` markers. Each run starts afresh (mutmut would otherwise keep every verdict it has, also for
-tests since removed). ARGS="--survivors" runs only the last run's survivors again (the loop while writing tests for
-them); ARGS="--report_only" rewrites both from mutmut's last results without running it.
+tests since removed). ARGS="--survivors" runs only the last run's survivors again, and the mutants of functions
+changed since, which mutmut resets to not checked (the loop while writing tests for them); ARGS="--report_only"
+rewrites both from mutmut's last results without running it.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
+
+from benchmarks import docs_tables
 
 REPO = Path(__file__).resolve().parents[1]
 MUTMUT = [sys.executable, "-m", "mutmut"]
@@ -51,8 +53,6 @@ PATTERNS = [f"{m}.x_*" if ".callbacks." in m else f"{m}.*" for m in MODULES]
 PATTERNS.append("mnist_dense.callbacks.predictions.xǁPredictionCSVWriterǁrows*")  # a static method, no hook
 DETECTED = ("killed", "timeout")
 NOT_RUN = ("skipped", "not checked", "equivalent")
-DOCS = REPO / "docs" / "development.md"
-START, END = "<!-- mutation-scores:start -->", "<!-- mutation-scores:end -->"
 
 # Survivors that cannot change what a user gets, each with the reason: (function, the mutated line, why). Matched on
 # the mutant's own line, so a change to that code brings the mutant back as a survivor to look at again.
@@ -490,11 +490,12 @@ def _row(label: str, counts: Counter) -> str:
 
 
 def report(statuses: dict[str, str], load: str) -> str:
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     equivalent = sorted(name for name, status in statuses.items() if status == "equivalent")
     lines = [
-        f"`make mutation` on {when} ({load}): {len(statuses)} mutants of the core against the quick tests. The score is"
-        " the share of the mutants that change behaviour which a test killed or which timed out.",
+        docs_tables.stamp("make mutation", load),
+        "",
+        f"{len(statuses)} mutants of the core against the quick tests. The score is the share of the mutants that"
+        " change behaviour which a test killed or which timed out.",
         "",
         table(statuses),
         "",
@@ -518,33 +519,24 @@ def survivors(statuses: dict[str, str]) -> str:
     return "\n".join(shown) or "No survivors.\n"
 
 
-def write_docs(text: str) -> None:
-    page = DOCS.read_text()
-    if START not in page or END not in page:
-        raise SystemExit(f"error: {DOCS} has no {START} ... {END} markers; put them back where the scores go.")
-    before, rest = page.split(START, 1)
-    after = rest.split(END, 1)[1]
-    partial = DOCS.with_name(f".{DOCS.name}.partial")
-    partial.write_text(f"{before}{START}\n{text}\n{END}{after}")
-    os.replace(partial, DOCS)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mutation", description=__doc__.splitlines()[0])
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--report_only", action="store_true", help="Report mutmut's last results; run nothing.")
     what.add_argument(
-        "--survivors", action="store_true", help="Run again only the last run's survivors, against today's tests."
+        "--survivors",
+        action="store_true",
+        help="Run again only the last run's survivors (and mutants of code changed since), against today's tests.",
     )
     options = parser.parse_args(argv)
     load = "load average not measured: --report_only"
     if options.survivors:
-        run_mutmut([name for name, status in results().items() if status == "survived"])
+        run_mutmut([name for name, status in results().items() if status in ("survived", "not checked")])
     elif not options.report_only:
         shutil.rmtree(REPO / "mutants", ignore_errors=True)  # every mutant against today's tests, none remembered
         run_mutmut(PATTERNS)
     if not options.report_only:
-        load = f"load average {os.getloadavg()[0]:.1f} over the last minute of the run, {os.cpu_count()} cores"
+        load = docs_tables.load_average() + " at the end of the run"
     statuses = results()
     if not statuses:
         raise SystemExit("error: mutmut has no results for the scope yet: run `make mutation` without --report_only.")
@@ -552,9 +544,9 @@ def main(argv: list[str] | None = None) -> None:
     out = REPO / "runs" / "mutation"
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.md").write_text(f"{text}\n\n## Survivors\n\n{survivors(statuses)}")
-    write_docs(text)
+    page = docs_tables.write_block("mutation-scores", text)
     print(text)
-    print(f"\nWritten: {out / 'latest.md'} (with every survivor's diff) and the table in {DOCS}")
+    print(f"\nWritten: {out / 'latest.md'} (with every survivor's diff) and the table in {page}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from torchvision.io import encode_png
 
+from benchmarks import docs_tables
 from benchmarks.hostile import large_png, many_scan_jpeg
 from benchmarks.serve_process import ServeProcess
 from mnist_dense.data import load_split
@@ -68,6 +69,10 @@ class LoadResult:
     processes: int
     stop_seconds: float
     left_running: int
+
+
+# A run with these at their defaults (any --rounds, --ckpt_path or --port) writes its report into docs/serving.md.
+FULL_RUN = ("requests", "clients", "only", "hostile_requests", "hostile_clients", "data_dir")
 
 
 def parse_args(args: list[str] | None) -> argparse.Namespace:
@@ -349,6 +354,12 @@ def main(args: list[str] | None = None) -> None:
     raw = {"load": [asdict(r) for r in results], "hostile": asdict(hostile) if hostile else None}
     (options.out / f"serve-{stamp}.json").write_text(json.dumps(raw, indent=2))
     print(report)
+    defaults = parse_args([])
+    if all(getattr(options, name) == getattr(defaults, name) for name in FULL_RUN):
+        command = " ".join(["python -m benchmarks.serve_load", *sys.argv[1:]])
+        line = docs_tables.stamp(command, f"load average {options.load_average:.1f} at the start")
+        page = docs_tables.write_block("bench-serve", line + "\n\n" + report)
+        print(f"Written: the report into {page}")
     failed = any(r.failures or r.left_running for r in results)
     if failed or (hostile and (hostile.digit_failures or hostile.left_running)):
         raise SystemExit(1)

@@ -68,11 +68,12 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from benchmarks import docs_tables
 from benchmarks.baselines import RESULT_PREFIX, result_lines, run_child
 from mnist_dense.callbacks import KerasProgressBar
-from mnist_dense.cli import skip_failing_nvml_check
 from mnist_dense.constants import KERAS_ADAM_EPS
 from mnist_dense.module import MNISTClassifier
+from mnist_dense.runtime import skip_failing_nvml_check
 
 BAR = "--trainer.callbacks+=TQDMProgressBar"
 STEPS_PER_EPOCH = 1875  # the default: all 60,000 training images at batch 32
@@ -471,14 +472,21 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="run every fit in this process (after one warm-up fit): less noise, no start-up",
     )
+    parser.add_argument(
+        "--write_docs",
+        choices=[name for name, (_, command) in docs_tables.BLOCKS.items() if "benchmarks.step_costs" in command],
+        help="also write the table into the docs' block of this name (benchmarks/docs_tables.py)",
+    )
     args = parser.parse_args(argv)
     if args.imports:
         print(import_times())
         return
     if args.eval_batches:
         print(f"load average at the start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
-        print(eval_batches([int(size) for size in args.eval_batches.split(",")], args))
+        table = eval_batches([int(size) for size in args.eval_batches.split(",")], args)
+        print(table)
         print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+        write_docs(args.write_docs, table, argv)
         return
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     if args.interleaved:
@@ -486,8 +494,10 @@ def main(argv: list[str] | None = None) -> None:
         if not names or any(n not in FACTORS for n in names):
             parser.error(f"--only {args.only!r}: with --interleaved choose from {','.join(FACTORS)}")
         print(f"load average at the start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
-        print(interleaved(names, args))
+        table = interleaved(names, args)
+        print(table)
         print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+        write_docs(args.write_docs, table, argv)
         return
     if not names or any(n not in VARIANTS for n in names):
         parser.error(f"--only {args.only!r}: choose from {','.join(VARIANTS)}")
@@ -507,6 +517,14 @@ def main(argv: list[str] | None = None) -> None:
             runs.append(run)
     print(report(runs, names))
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+
+
+def write_docs(block: str | None, table: str, argv: list[str]) -> None:
+    if block:
+        command = " ".join(["python -m benchmarks.step_costs", *argv])
+        line = docs_tables.stamp(command, docs_tables.load_average() + " at the end")
+        page = docs_tables.write_block(block, f"{line}\n\n{table}")
+        print(f"Written: the table into {page}")
 
 
 def report(runs: list[dict], names: list[str]) -> str:
