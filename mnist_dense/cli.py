@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import importlib
-import logging
 import os
 import sys
-import warnings
 
 import torch
 from jsonargparse import Namespace
@@ -19,6 +15,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelSummary,
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from mnist_dense import runtime
 from mnist_dense.callbacks import KerasProgressBar, KerasSummary, PredictionCSVWriter, RunPlots, SaveOnInterrupt
 from mnist_dense.callbacks.interrupt import interrupted_exit_code
 from mnist_dense.checkpoints import (
@@ -38,24 +35,6 @@ from mnist_dense.module import MNISTClassifier, check_network_choice
 from mnist_dense.pictures import OwnImagesError
 
 DEFAULT_SEED = 0
-
-# The data is in memory: worker processes would only add overhead.
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
-# Lightning 2.6 still calls an API that torch 2.14 deprecates; nothing for users to act on.
-warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
-
-# Lightning's warnings, on loading a checkpoint, about the training state of its ModelCheckpoints.
-TRAINING_STATE_WARNINGS = (".*The dirpath has changed from.*", ".*callbacks used to create the checkpoint need to be.*")
-
-
-class NoAdvertisements(logging.Filter):
-    """Drops Lightning's "💡 Tip: ... try installing litlogger/litmodels": logged on every Trainer, no flag stops it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("💡 Tip:")
-
-
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(NoAdvertisements())
 
 # Accelerator names Lightning accepts, and what each needs on this machine.
 DEVICE_ACCELERATORS = {
@@ -192,10 +171,7 @@ class MNISTDenseCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
         if self.subcommand != "fit":
-            # test, validate and predict never resume training: what the checkpoint callbacks saved (their best
-            # scores and folder) is of no use to them, and Lightning's warnings about restoring it would only puzzle.
-            for message in TRAINING_STATE_WARNINGS:
-                warnings.filterwarnings("ignore", message)
+            runtime.quiet_training_state()
         if config.data.val_size == 0 and config.checkpoint.monitor == "val_acc":
             # No validation set: keep the latest epoch as "best", like the tutorial keeps its final model.
             config.checkpoint.monitor = None
@@ -287,62 +263,13 @@ def share_one_version(loggers: list) -> None:
                 args.version = version
 
 
-# glibc's mallopt parameters (malloc.h): allocations under the first come from the heap, not a fresh mapping;
-# free memory at the heap's top is handed back to the kernel only above the second.
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-HEAP_ALLOCATIONS_BELOW = 64 << 20
-TRIM_ABOVE = 256 << 20
-
-
-def keep_freed_memory() -> None:
-    """Have glibc's malloc keep freed memory for the next step instead of returning it to the kernel.
-
-    A conv step frees and allocates feature maps of about 1.6 MB. With glibc's adaptive defaults some runs hand them
-    back and fault them in again every step: a 5-epoch `configs/conv.yaml` fit took 20 s of system time and 90 s in
-    two runs, 2.6 s and 71 s in an identical one. Fixed thresholds make every run like the fast ones, for about
-    120 MB more peak memory. Where MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ is set, or malloc is not
-    glibc's, nothing changes.
-    """
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
-        return
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(M_MMAP_THRESHOLD, HEAP_ALLOCATIONS_BELOW)
-    mallopt(M_TRIM_THRESHOLD, TRIM_ABOVE)
-
-
-def skip_failing_nvml_check() -> None:
-    """Leave Lightning's `PYTORCH_NVML_BASED_CUDA_CHECK=1` only where NVML can answer it.
-
-    `import lightning` sets it so that `torch.cuda.is_available()` asks NVML instead of initializing CUDA, and
-    torch 2.14's optimizers call that every step. Where no NVML library is installed (a CUDA build of torch on a
-    machine without an NVIDIA driver, like pip's default torch on a CPU machine) each call fails to load it and then
-    asks `cudaGetDeviceCount` anyway: the same answer, 0.15-0.3 ms later every step (`benchmarks/step_costs.py`).
-    """
-    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
-        return
-    try:
-        ctypes.CDLL("libnvidia-ml.so.1")
-    except OSError:
-        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
-
-
 def main(args: list[str] | None = None, callbacks: list[Callback] | None = None) -> MNISTDenseCLI | None:
     """Run a subcommand; `callbacks` join the Trainer's without entering config.yaml (the sweep's pruning callback)."""
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] in OTHER_COMMANDS:
         importlib.import_module(OTHER_COMMANDS[argv[0]]).main(argv[1:])
         return None
-    if args is None:  # the command line's own process; a Python caller keeps its allocator's settings
-        keep_freed_memory()
-    skip_failing_nvml_check()
-    # The imports leave some 400,000 long-lived objects (made while mnist_dense/__init__.py paused the collector).
-    # Collected once and frozen here, every later collection skips them, the final ones at exit too: about 5% of a
-    # default fit's process, results bitwise the same. (Not frozen at the end: that would keep a Trainer alive.)
-    gc.collect()
-    gc.freeze()
+    runtime.set_up(command_line=args is None)
     threads = torch.get_num_threads()
     try:
         return MNISTDenseCLI(

@@ -107,23 +107,6 @@ def test_validate_and_test_from_a_checkpoint(tmp_path: Path) -> None:
     assert re.search(r"test_acc\W+0\.(8|9)\d+", result.stdout)
 
 
-def readme_example() -> str:
-    """The Python block of the README's "Use it from another project" section, exactly as a reader copies it."""
-    section = (REPO / "README.md").read_text().split("## Use it from another project", 1)[1]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
-
-
-@pytest.mark.slow
-def test_readme_example_trains_a_conv_net_of_its_own_from_another_folder(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", readme_example()], cwd=tmp_path, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    accuracy = float(re.search(r"test accuracy ([\d.]+)", result.stdout).group(1))
-    assert accuracy > 0.95  # a small conv net after one epoch on the bundled MNIST
-    assert not (tmp_path / "data").exists()  # it found the bundled data without a path
-
-
 def test_after_fit_tests_the_best_checkpoint_not_the_last_epoch(
     tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -197,7 +180,7 @@ def test_predicting_own_pictures_needs_only_the_checkpoint_from_any_folder(tiny_
 def test_lightnings_nvml_check_stays_only_where_nvml_loads(nvml_loads: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     import ctypes
 
-    from mnist_dense.cli import skip_failing_nvml_check
+    from mnist_dense.runtime import skip_failing_nvml_check
 
     def cdll(name: str):
         if not nvml_loads:
@@ -258,7 +241,7 @@ class MallInfo2(ctypes.Structure):
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype, libc.malloc.restype = MallInfo2, ctypes.c_void_p
 if sys.argv[1] == "keep":
-    from mnist_dense.cli import keep_freed_memory
+    from mnist_dense.runtime import keep_freed_memory
     keep_freed_memory()
 before = libc.mallinfo2().hblks
 libc.malloc(4 << 20)
