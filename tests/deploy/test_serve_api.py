@@ -182,9 +182,9 @@ def test_a_picture_whose_ink_vanishes_when_scaled_is_refused_not_an_error(client
     refused(client, 422, "no ink is left when the 1018x1018 pixels the ink spans", json={"image": encoded(page)})
 
 
-def test_the_body_limit_is_exactly_the_readmes(client: TestClient) -> None:
-    """The README's table gives the limit; a body of exactly that many bytes passes the size check, one more not."""
-    figure = re.search(r"the body is over ([\d,]+) bytes", (REPO / "README.md").read_text())
+def test_the_body_limit_is_exactly_the_one_the_docs_give(client: TestClient) -> None:
+    """docs/serving.md gives the limit; a body of exactly that many bytes passes the size check, one more not."""
+    figure = re.search(r"the body is over ([\d,]+) bytes", (REPO / "docs" / "serving.md").read_text())
     limit = int(figure.group(1).replace(",", ""))
     assert limit == LIMITS.max_body_bytes
     not_a_picture = json.dumps({"image": "QUFB" * 1000}).encode()
