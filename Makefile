@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: help install fit test lint mutation notebook bench bench-serve results clean
+.PHONY: help install fit test test-quick lint mutation notebook bench bench-serve results clean
 .DEFAULT_GOAL := help
 
 help: ## List the targets
@@ -21,8 +21,11 @@ install: $(INSTALLED) ## Create .venv and install the package with its dev, depl
 fit: $(INSTALLED) ## Train the tutorial's 5 epochs and print the test accuracy (extra flags: ARGS="...")
 	$(PY) -m mnist_dense fit $(ARGS)
 
-test: $(INSTALLED) ## Run the test suite (about 8 minutes on 2 cores)
+test: $(INSTALLED) ## Run the whole test suite, the one CI runs (pytest flags: ARGS="...")
 	$(PY) -m pytest $(ARGS)
+
+test-quick: $(INSTALLED) ## The inner loop: every test but subprocesses, signals, DDP, the server and the browser
+	$(PY) -m pytest -m "not slow" $(ARGS)
 
 lint: $(INSTALLED) ## ruff check and format check
 	$(VENV)/bin/ruff check .
@@ -44,11 +47,11 @@ clean: ## Remove run outputs and decompressed data (keeps .venv)
 	rm -rf runs lightning_logs .pytest_cache mutants
 	rm -f data/MNIST/raw/*-ubyte
 
-bench: $(INSTALLED) ## fit vs the usual port, a plain loop and the tutorial's Keras program (with the keras extra); runs/bench/latest.md (ARGS="--keras_python PATH" for the Keras run)
+bench: $(INSTALLED) ## fit vs the usual port, a plain loop and the tutorial's Keras program; the table into docs/speed.md (ARGS="--keras_python PATH" for the Keras run)
 	$(PY) -m benchmarks.bench $(ARGS)
 
-bench-serve: $(INSTALLED) ## Load-test `serve`: 10,000 test digits, batching on and off, then hostile clients (ARGS="--ckpt_path CKPT")
+bench-serve: $(INSTALLED) ## Load-test `serve`: 10,000 test digits, batching on and off, then hostile clients; the report into docs/serving.md
 	$(PY) -m benchmarks.serve_load $(ARGS)
 
-results: $(INSTALLED) ## Rerun every accuracy figure of the README (seeds 0-2, configs, conv nets, shifts, own pictures)
+results: $(INSTALLED) ## Rerun every accuracy figure (seeds 0-2, configs, conv nets, shifts, own pictures); tables into the docs
 	$(PY) -m benchmarks.results $(ARGS)
