@@ -421,6 +421,29 @@ EQUIVALENT += [
 ]
 
 
+CLOSED = "the figures are matplotlib Figure objects, not pyplot's: add_figure's plt.close of one changes nothing"
+LABELS = "torchmetrics labels the axes 0..N-1 when no labels are given: the same tick labels"
+EQUIVALENT += [
+    (
+        "mnist_dense.callbacks.plots.x_publish",
+        "logger.experiment.add_figure(path.stem, fig, global_step=trainer.global_step, close=None)",
+        CLOSED,
+    ),
+    (
+        "mnist_dense.callbacks.plots.x_publish",
+        "logger.experiment.add_figure(path.stem, fig, global_step=trainer.global_step, )",
+        CLOSED,
+    ),
+    (
+        "mnist_dense.callbacks.plots.x_publish",
+        "logger.experiment.add_figure(path.stem, fig, global_step=trainer.global_step, close=True)",
+        CLOSED,
+    ),
+    ("mnist_dense.callbacks.plots.x_confusion_figure", "val=matrix, ax=fig.subplots(), labels=None", LABELS),
+    ("mnist_dense.callbacks.plots.x_confusion_figure", "val=matrix, ax=fig.subplots(), )", LABELS),
+]
+
+
 def run_mutmut(names: list[str]) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     subprocess.run([*MUTMUT, "run", *names], cwd=REPO, env=env, check=True)

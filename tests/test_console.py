@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_dense import MNISTClassifier
 from mnist_dense.callbacks import KerasProgressBar
@@ -91,6 +93,24 @@ def test_summary_lists_the_leaf_layers_of_any_network_the_module_is_given() -> N
         ("net.4", "Linear", "(N, 10)", "6,770"),
     ]
     assert totals(table) == {"Total params": "6,818", "Trainable params": "6,778", "Non-trainable params": "40"}
+
+
+class MetricsFirst(L.LightningModule):
+    """A module of your own whose metric object comes before its layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.accuracy = MulticlassAccuracy(num_classes=10)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+        self.example_input_array = torch.zeros(1, 1, 28, 28)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_summary_leaves_out_a_metric_object_wherever_it_comes_and_lists_every_layer_after_it() -> None:
+    table = keras_summary(MetricsFirst())
+    assert summary_rows(table) == [("net.0", "Flatten", "(N, 784)", "0"), ("net.1", "Linear", "(N, 10)", "7,850")]
 
 
 # --- the epoch lines -----------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import threading
@@ -15,7 +16,7 @@ from mnist_dense.constants import MNIST_MEAN, MNIST_STD
 from mnist_dense.data import MNISTDataError, MNISTDataModule, files
 from mnist_dense.data.sampling import ResumableDataLoader, ResumableSampler, epoch_order, run_seed
 from mnist_dense.scaling import to_model_input
-from tests.conftest import BUNDLED_DATA
+from tests.conftest import BUNDLED_DATA, write_idx
 
 
 def test_gz_files_are_decompressed_in_place_and_loaded(tiny_mnist: Path) -> None:
@@ -440,3 +441,99 @@ def test_the_layout_names_the_processes_and_the_batch() -> None:
 def test_model_input_divides_by_255_unless_told_otherwise() -> None:
     pixels = torch.tensor([0, 51, 255], dtype=torch.uint8).repeat(1, 262)[:, :784].reshape(1, 28, 28)
     assert torch.equal(to_model_input(pixels), pixels.float().reshape(1, 1, 28, 28) / 255.0)
+
+
+def _refusal(tiny_mnist: Path, name: str, content: bytes) -> tuple[Path, str, str]:
+    """Write `content` over the unpacked file `name`; the error loading its split gives, and the fix it must end in."""
+    files.ensure_mnist_files(tiny_mnist)
+    path = _break(tiny_mnist, name, content)
+    with pytest.raises(MNISTDataError) as err:
+        files.load_split(tiny_mnist, "train" if name.startswith("train") else "test")
+    fix = f"Replace it with the original {name}.gz from data/MNIST/raw/ of this repository (and delete {path})."
+    return path, str(err.value), fix
+
+
+def test_a_damaged_file_gets_the_whole_sentence_that_says_what_is_wrong_and_how_to_fix_it(tiny_mnist: Path) -> None:
+    raw = files.raw_folder(tiny_mnist)
+    files.ensure_mnist_files(tiny_mnist)
+    images = (raw / "train-images-idx3-ubyte").read_bytes()
+    labels = (raw / "train-labels-idx1-ubyte").read_bytes()
+    spec = files.MNIST_FILES[("train", "images")]
+
+    path, message, fix = _refusal(tiny_mnist, "train-images-idx3-ubyte", b"")
+    assert message == f"{path} is empty (0 bytes). {fix}"
+    path, message, fix = _refusal(tiny_mnist, "train-images-idx3-ubyte", images[:3])
+    assert message == f"{path} is truncated (3 bytes). {fix}"
+    path, message, fix = _refusal(tiny_mnist, "train-images-idx3-ubyte", images[:4])  # a whole magic number, no more
+    assert message == f"{path} is 4 bytes, expected {spec.size:,} ({spec.count:,} items): the file is truncated. {fix}"
+    path, message, fix = _refusal(tiny_mnist, "train-images-idx3-ubyte", images + b"\0")
+    assert message == (
+        f"{path} is {spec.size + 1:,} bytes, expected {spec.size:,} ({spec.count:,} items): the file is too long. {fix}"
+    )
+    path, message, fix = _refusal(tiny_mnist, "train-images-idx3-ubyte", b"\0\0\0\7" + images[4:])
+    assert message == f"{path} has magic number 7, expected 2051: it is not an MNIST IDX file, not images (were two" \
+        f" files swapped?). {fix}"  # fmt: skip
+    path, message, fix = _refusal(tiny_mnist, "train-images-idx3-ubyte", labels)
+    assert message == f"{path} has magic number 2049, expected 2051: it is a file of labels, not images (were two" \
+        f" files swapped?). {fix}"  # fmt: skip
+    _break(tiny_mnist, "train-images-idx3-ubyte", images)
+    path, message, fix = _refusal(tiny_mnist, "train-labels-idx1-ubyte", images)
+    assert message == f"{path} has magic number 2051, expected 2049: it is a file of images, not labels (were two" \
+        f" files swapped?). {fix}"  # fmt: skip
+
+
+def test_images_of_another_shape_and_a_label_of_10_are_refused_with_the_whole_sentence(tiny_mnist: Path) -> None:
+    raw = files.raw_folder(tiny_mnist)
+    files.ensure_mnist_files(tiny_mnist)
+    images = (raw / "train-images-idx3-ubyte").read_bytes()
+    count = files.MNIST_FILES[("train", "images")].count
+    write_idx(raw / "train-images-idx3-ubyte", torch.zeros(count, 784, 1, dtype=torch.uint8))  # same size, 784x1
+    with pytest.raises(MNISTDataError) as err:
+        files.load_split(tiny_mnist, "train")
+    assert str(err.value) == f"{raw / 'train-images-idx3-ubyte'} holds (784, 1) images, expected 28x28."
+    (raw / "train-images-idx3-ubyte").write_bytes(images)
+    content = bytearray((raw / "train-labels-idx1-ubyte").read_bytes())
+    content[8 + 3] = 10  # one past the last class
+    _break(tiny_mnist, "train-labels-idx1-ubyte", bytes(content))
+    with pytest.raises(MNISTDataError) as err:
+        files.load_split(tiny_mnist, "train")
+    assert str(err.value) == (
+        f"{raw / 'train-labels-idx1-ubyte'} has 1 labels outside 0-9 (the first at index 3: 10). Replace it with the"
+        " original train-labels-idx1-ubyte.gz from data/MNIST/raw/ of this repository."
+    )
+
+
+def test_loading_one_split_needs_only_that_splits_files(tiny_mnist: Path) -> None:
+    raw = files.raw_folder(tiny_mnist)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (raw / name).unlink()
+    images, labels = files.load_split(tiny_mnist, "test")
+    assert len(images) == len(labels) == files.MNIST_FILES[("test", "labels")].count
+    assert not (raw / "train-images-idx3-ubyte").exists()
+
+
+def test_a_gzip_that_cannot_be_opened_is_named_with_the_fix(tiny_mnist: Path) -> None:
+    """A .gz that is a folder fails before anything is written: the one error, not a missing partial file's."""
+    raw = files.raw_folder(tiny_mnist)
+    (raw / "train-images-idx3-ubyte.gz").unlink()
+    (raw / "train-images-idx3-ubyte.gz").mkdir()
+    with pytest.raises(MNISTDataError) as err:
+        files.ensure_mnist_files(tiny_mnist)
+    message = str(err.value)
+    assert message.startswith(f"{raw / 'train-images-idx3-ubyte.gz'} is not a readable gzip file (")
+    assert message.endswith(
+        "). Replace it with the original from data/MNIST/raw/ of this repository. " + files._how_to_fix(raw)  # noqa: SLF001 - the sentence every missing-file error ends with
+    )
+
+
+@pytest.mark.usefixtures("data_folder_read_only")
+def test_an_unwritable_data_folder_gets_the_whole_sentence_with_its_three_fixes(tiny_mnist: Path) -> None:
+    raw = files.raw_folder(tiny_mnist)
+    with pytest.raises(MNISTDataError) as err:
+        files.ensure_mnist_files(tiny_mnist)
+    assert re.fullmatch(
+        rf"Cannot write the decompressed [\w-]+ into {re.escape(str(raw))} \(.+\)\. Make that folder writable,"
+        rf" decompress it yourself with `gunzip -k {re.escape(str(raw))}/[\w-]+\.gz`, or point --data.data_dir at a"
+        " writable copy of the data folder.",
+        str(err.value),
+    )

@@ -186,6 +186,8 @@ def test_the_training_curves_have_a_panel_per_metric_and_a_line_per_stage(tmp_pa
     fig = plots.curves_figure(epochs)
     loss, accuracy = fig.axes
     assert [ax.get_title() for ax in fig.axes] == ["Loss (cross-entropy)", "Accuracy"]
+    left, right = (ax.get_subplotspec() for ax in fig.axes)  # side by side: one row, two columns
+    assert (left.rowspan, left.colspan, right.rowspan, right.colspan) == (range(1), range(1), range(1), range(1, 2))
     assert [ax.get_xlabel() for ax in fig.axes] == ["epoch", "epoch"] and list(loss.get_xticks()) == [1, 2]
     lines = {line.get_label(): line for line in loss.get_lines()}
     assert (lines["training"].get_marker(), lines["training"].get_linestyle()) == ("o", "-")

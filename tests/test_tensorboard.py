@@ -66,6 +66,8 @@ def test_tensorboard_beside_csv_holds_every_epoch_the_test_and_the_pictures_in_o
 
     # Each picture is an image in TensorBoard, the size of its PNG, and not blank.
     assert set(PICTURES) <= set(events.Tags()["images"])
+    steps = {events.Images(tag)[0].step for tag in PICTURES}
+    assert steps == {test_acc.step} and test_acc.step > 0  # at the run's global step, as the test's figures are
     for tag in PICTURES:
         (image,) = events.Images(tag)
         shown = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)))
