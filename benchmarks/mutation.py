@@ -512,10 +512,10 @@ def _row(label: str, counts: Counter) -> str:
     )
 
 
-def report(statuses: dict[str, str], load: str) -> str:
+def report(statuses: dict[str, str], load: str, command: str = "make mutation") -> str:
     equivalent = sorted(name for name, status in statuses.items() if status == "equivalent")
     lines = [
-        docs_tables.stamp("make mutation", load),
+        docs_tables.stamp(command, load),
         "",
         f"{len(statuses)} mutants of the core against the quick tests. The score is the share of the mutants that"
         " change behaviour which a test killed or which timed out.",
@@ -563,7 +563,7 @@ def main(argv: list[str] | None = None) -> None:
     statuses = results()
     if not statuses:
         raise SystemExit("error: mutmut has no results for the scope yet: run `make mutation` without --report_only.")
-    text = report(statuses, load)
+    text = report(statuses, load, " ".join(["make mutation", *(f"ARGS={arg}" for arg in (argv or sys.argv[1:]))]))
     out = REPO / "runs" / "mutation"
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.md").write_text(f"{text}\n\n## Survivors\n\n{survivors(statuses)}")
