@@ -304,8 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     print(markdown)
     defaults = vars(parser.parse_args([]))
     if all(getattr(args, name) == defaults[name] for name in defaults if name not in ("keras_python", "out_dir")):
-        line = docs_tables.stamp("make bench", docs_tables.load_average() + " at the end")
-        page = docs_tables.write_block("bench", line + "\n\n" + markdown)
+        page = docs_tables.write_stamped("bench", "make bench", docs_tables.load_average() + " at the end", markdown)
         print(f"Written: the table into {page}")
 
 

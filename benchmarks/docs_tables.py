@@ -64,6 +64,11 @@ def write_block(name: str, text: str) -> Path:
     return page
 
 
+def write_stamped(name: str, command: str, load: str, text: str) -> Path:
+    """`text` into the block `name`, opened by the stamp of `command`; the page written."""
+    return write_block(name, f"{stamp(command, load)}\n\n{text}")
+
+
 def _git(*args: str) -> str:
     done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
     return done.stdout.strip() if done.returncode == 0 else ""

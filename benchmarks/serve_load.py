@@ -357,8 +357,9 @@ def main(args: list[str] | None = None) -> None:
     defaults = parse_args([])
     if all(getattr(options, name) == getattr(defaults, name) for name in FULL_RUN):
         command = " ".join(["python -m benchmarks.serve_load", *sys.argv[1:]])
-        line = docs_tables.stamp(command, f"load average {options.load_average:.1f} at the start")
-        page = docs_tables.write_block("bench-serve", line + "\n\n" + report)
+        page = docs_tables.write_stamped(
+            "bench-serve", command, f"load average {options.load_average:.1f} at the start", report
+        )
         print(f"Written: the report into {page}")
     failed = any(r.failures or r.left_running for r in results)
     if failed or (hostile and (hostile.digit_failures or hostile.left_running)):

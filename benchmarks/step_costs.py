@@ -522,8 +522,7 @@ def main(argv: list[str] | None = None) -> None:
 def write_docs(block: str | None, table: str, argv: list[str]) -> None:
     if block:
         command = " ".join(["python -m benchmarks.step_costs", *argv])
-        line = docs_tables.stamp(command, docs_tables.load_average() + " at the end")
-        page = docs_tables.write_block(block, f"{line}\n\n{table}")
+        page = docs_tables.write_stamped(block, command, docs_tables.load_average() + " at the end", table)
         print(f"Written: the table into {page}")
 
 
