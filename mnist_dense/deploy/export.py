@@ -6,6 +6,9 @@ written to a hidden file beside the target, run on the 10,000 test images by onn
 `--format pt2`, by `torch.export.load`), compared with the PyTorch model, and renamed into place only when
 every predicted digit agrees: a failed export leaves nothing behind.
 
+`--format web` writes the drawing page as a folder a static file server serves, the networks running in the
+browser (`mnist_dense.deploy.web`).
+
 Lightning's `LightningModule.to_onnx` exports the module's own forward (logits, no normalization), so the
 whole-inference module goes through `torch.onnx.export` (the dynamo exporter) directly.
 """
@@ -54,9 +57,29 @@ class ExportCheck:
 
 def parse_args(args: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m mnist_dense export", description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt_path", required=True, help="A checkpoint of `fit`, or `last` (newest under runs/).")
-    parser.add_argument("--output", type=Path, help="File to write (default: beside the checkpoint, .onnx or .pt2).")
-    parser.add_argument("--format", choices=("onnx", "pt2"), default="onnx", help="ONNX, or a torch.export program.")
+    parser.add_argument(
+        "--ckpt_path",
+        required=True,
+        nargs="+",
+        help="A checkpoint of `fit`, or `last` (newest under runs/); with --format web, several side by side.",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="File to write (default: beside the checkpoint, .onnx or .pt2); with --format web, the folder"
+        " (default: page/ beside the first checkpoint).",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("onnx", "pt2", "web"),
+        default="onnx",
+        help="ONNX, a torch.export program, or the drawing page as a static folder (the networks run in the browser).",
+    )
+    parser.add_argument(
+        "--names",
+        nargs="+",
+        help="With --format web: a name for each checkpoint, as serve takes them (default: the file names).",
+    )
     parser.add_argument(
         "--data.data_dir", dest="data_dir", default=default_data_dir(), help="Folder holding MNIST/raw, for the check."
     )
@@ -66,7 +89,15 @@ def parse_args(args: list[str]) -> argparse.Namespace:
 def main(args: list[str]) -> None:
     options = parse_args(args)
     try:
-        check = export(checkpoint_path(options.ckpt_path), options.output, options.format, options.data_dir)
+        ckpt_paths = [checkpoint_path(value) for value in options.ckpt_path]
+        if options.format == "web":
+            return print_page(write_web_page(ckpt_paths, options))
+        if len(ckpt_paths) > 1 or options.names:
+            raise DeployError(
+                f"--format {options.format} writes one network to one file: give one --ckpt_path (and no --names);"
+                " several networks go side by side into one page with --format web."
+            )
+        check = export(ckpt_paths[0], options.output, options.format, options.data_dir)
     except (CheckpointError, MNISTDataError, DeployError) as err:
         fail(err)
     print(
@@ -77,6 +108,29 @@ def main(args: list[str]) -> None:
         f"Check with {check.runtime} on the {check.images:,} test images: every predicted digit agrees with PyTorch;"
         f" largest probability difference {check.max_difference:.2e}; accuracy {100 * check.accuracy:.2f}%"
         f" (PyTorch {100 * check.torch_accuracy:.2f}%)."
+    )
+
+
+def write_web_page(ckpt_paths: list[Path], options: argparse.Namespace):
+    from mnist_dense.deploy.serve import network_names
+    from mnist_dense.deploy.web import write_page
+
+    require_extra("export --format web", ONNX_MODULES)
+    names = network_names(options.names, ckpt_paths)
+    output = options.output if options.output is not None else ckpt_paths[0].parent / "page"
+    return write_page(ckpt_paths, names, output, options.data_dir)
+
+
+def print_page(report) -> None:
+    networks = ", ".join(
+        f"{name} (test accuracy {100 * check.accuracy:.2f}%, as PyTorch: largest probability difference"
+        f" {check.max_difference:.2e})"
+        for name, check in report.checks.items()
+    )
+    print(f"Wrote {report.path} ({report.size / 2**20:.1f} MB): the drawing page with {networks}; {report.runtime}.")
+    print(
+        f"Open it through any static file server, e.g. `python -m http.server --directory {report.path}` and"
+        " http://localhost:8000 (not as a file: browsers do not run its scripts from file://)."
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 from torchvision.io import encode_png
 
+from benchmarks.browser import CHROMIUM, launch
 from mnist_dense.data import load_split
 from tests.conftest import BUNDLED_DATA, REPO
 
@@ -50,3 +52,18 @@ def digit_pngs(mnist_test) -> list[tuple[str, int]]:
     return [
         (base64.b64encode(encode_png(images[i][None]).numpy().tobytes()).decode(), int(labels[i])) for i in range(40)
     ]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium through Playwright; skipped with the reason where it is missing (CI requires it)."""
+    if not Path(CHROMIUM).exists():
+        reason = f"no Chromium at {CHROMIUM}: `apt-get install chromium` (Debian) runs this test; .ci/run does"
+        if os.environ.get("MNIST_DENSE_REQUIRE_BROWSER"):  # set by .ci/run: CI must run the browser test
+            pytest.fail(reason)
+        pytest.skip(reason)
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright comes with the deploy extra")
+    with sync_api.sync_playwright() as playwright:
+        browser = launch(playwright)
+        yield browser
+        browser.close()

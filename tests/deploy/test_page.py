@@ -3,59 +3,20 @@ with a finger), presses Predict and reads the page. Skipped, with the reason, wh
 
 from __future__ import annotations
 
-import math
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
+from benchmarks.browser import SMALL_SEVEN_IN_A_CORNER, STROKES, draw, prepared_pixels
 from benchmarks.serve_process import ServeProcess
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Offline: Chromium must not try to reach Google's services (the closed network refuses, and it would be slow).
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
-PAD = 280  # the canvas' size in CSS pixels
-
-
-def ellipse(cx: float, cy: float, rx: float, ry: float, points: int = 36) -> list[tuple[float, float]]:
-    return [(cx + rx * math.sin(2 * math.pi * i / points), cy - ry * math.cos(2 * math.pi * i / points))
-            for i in range(points + 1)]  # fmt: skip
-
-
-# Digits as a hand draws them: one or two strokes each, in canvas pixels.
-STROKES = {
-    0: [ellipse(140, 140, 60, 95)],
-    1: [[(140, 40), (140, 240)]],
-    2: [[(80, 90), (100, 55), (140, 40), (180, 55), (195, 95), (180, 135), (80, 230), (210, 230)]],
-    3: [[(80, 60), (140, 40), (195, 70), (185, 115), (130, 135), (190, 160), (200, 205), (140, 240), (80, 220)]],
-    4: [[(70, 40), (70, 160), (200, 160)], [(170, 60), (170, 245)]],
-    7: [[(80, 60), (200, 60), (130, 230)]],
-}
-SMALL_SEVEN_IN_A_CORNER = [[(20, 20), (70, 20), (45, 80)]]  # off centre and a fifth of the pad: prepared, it is a 7
 
 
 @pytest.fixture(scope="module")
 def server(trained_checkpoint: Path):
     with ServeProcess(trained_checkpoint) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        reason = f"no Chromium at {CHROMIUM}: `apt-get install chromium` (Debian) runs this test; .ci/run does"
-        if os.environ.get("MNIST_DENSE_REQUIRE_BROWSER"):  # set by .ci/run: CI must run the browser test
-            pytest.fail(reason)
-        pytest.skip(reason)
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright comes with the deploy extra")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -67,16 +28,6 @@ def page(browser, server: ServeProcess):
     page.goto(f"{server.url}/draw")
     yield page
     context.close()
-
-
-def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
-    box = page.locator("#pad").bounding_box()
-    for stroke in strokes:
-        page.mouse.move(box["x"] + stroke[0][0], box["y"] + stroke[0][1])
-        page.mouse.down()
-        for x, y in stroke[1:]:
-            page.mouse.move(box["x"] + x, box["y"] + y, steps=6)
-        page.mouse.up()
 
 
 def predict(page) -> dict:
@@ -100,16 +51,6 @@ def predict(page) -> dict:
         assert card.locator(".bars li.best").get_attribute("data-digit") == str(expected["digit"])
     assert page.eval_on_selector("#prepared", "img => [img.naturalWidth, img.naturalHeight]") == [28, 28]
     return answer
-
-
-def prepared_pixels(page) -> list[int]:
-    """The 28x28 picture the page shows as the one the network saw, row by row."""
-    return page.eval_on_selector(
-        "#prepared",
-        """img => { const c = document.createElement('canvas'); c.width = c.height = 28;
-                   const g = c.getContext('2d'); g.drawImage(img, 0, 0);
-                   return Array.from(g.getImageData(0, 0, 28, 28).data).filter((_, i) => i % 4 === 0); }""",
-    )
 
 
 @pytest.mark.parametrize("digit", sorted(STROKES))
@@ -172,7 +113,7 @@ def test_as_drawn_a_digit_in_a_corner_reaches_every_network_uncentred_and_each_a
         assert "the ink where you drew it" in page.text_content("#caption")
         with page.expect_response("**/predict"):  # switching back asks again, prepared as MNIST's digits were
             page.uncheck("#as-drawn")
-        page.wait_for_function("document.getElementById('caption').textContent.includes('centred')")
+        page.wait_for_function("() => document.getElementById('caption').textContent.includes('centred')")
         ink = [(i // 28, i % 28) for i, value in enumerate(prepared_pixels(page)) if value > 127]
         centre = [sum(row for row, _ in ink) / len(ink), sum(column for _, column in ink) / len(ink)]
         assert all(9 <= mean <= 18 for mean in centre)

@@ -1,5 +1,9 @@
-// The drawing page: strokes on a canvas, POST /predict with the canvas as a PNG data: URL, and each network's answer.
+// The drawing page: strokes on a canvas, and each network's answer. Under `serve` the drawing goes to POST /predict
+// as a PNG data: URL; in the folder `export --format web` writes (its index.html names a manifest of networks), the
+// page prepares the drawing and runs the networks itself (networks.js), and nothing leaves the page.
 "use strict";
+
+document.getElementById("no-script").remove(); // the script runs: the notice for when it does not goes
 
 const pad = document.getElementById("pad");
 const ink = pad.getContext("2d");
@@ -10,8 +14,23 @@ const CAPTIONS = {
   mnist: "your drawing in 28x28 pixels, cropped to the ink, scaled to fit 20x20 and centred by its mass, as MNIST's digits were made.",
   asDrawn: "your drawing in 28x28 pixels, the whole pad scaled down, the ink where you drew it: not how MNIST's digits were made.",
 };
+const manifest = document.querySelector('meta[name="mnist-dense-networks"]')?.content;
 let drawing = false;
 let drawn = false;
+let inPage = null; // the networks in the page, once loaded (a promise)
+
+if (manifest) {
+  setStatus("Loading the networks...");
+  inPage = import("./networks.js").then((module) => module.loadNetworks(new URL(manifest, document.baseURI).href));
+  inPage.then(
+    (networks) => {
+      setStatus("");
+      window.mnistDense = networks; // for a console: mnistDense.probabilities(pixels), mnistDense.names
+      document.documentElement.dataset.networksLoaded = networks.names.join(" ");
+    },
+    (error) => setStatus(`The networks could not be loaded: ${error}`, true),
+  );
+}
 
 function setStatus(text, isError) {
   statusLine.textContent = text;
@@ -72,6 +91,10 @@ async function predict() {
     setStatus("Draw a digit first.", true);
     return;
   }
+  if (inPage) {
+    await answerInPage();
+    return;
+  }
   setStatus("Asking the network...");
   try {
     // Dark ink on a transparent canvas: the server composites transparency on white, as for any PNG.
@@ -91,6 +114,23 @@ async function predict() {
   } catch (error) {
     answer.hidden = true;
     setStatus(`No answer from the server: ${error}`, true);
+  }
+}
+
+async function answerInPage() {
+  let networks;
+  try {
+    networks = await inPage;
+  } catch (error) {
+    return; // the status already says why
+  }
+  try {
+    const rgba = ink.getImageData(0, 0, pad.width, pad.height).data;
+    show(await networks.answer(rgba, pad.width, asDrawn.checked));
+    setStatus("");
+  } catch (error) {
+    answer.hidden = true;
+    setStatus(`The drawing cannot be used: ${error.message}`, true);
   }
 }
 
