@@ -22,6 +22,7 @@ BLOCKS = {
     "results-networks": ("docs/results.md", "make results"),
     "bench": ("docs/speed.md", "make bench"),
     "bench-serve": ("docs/serving.md", "python -m benchmarks.serve_load"),
+    "web-page": ("docs/serving.md", "python -m benchmarks.web_page"),
     "mutation-scores": ("docs/development.md", "make mutation"),
     "step-costs": ("docs/speed.md", "python -m benchmarks.step_costs --write_docs step-costs"),
     "step-costs-conv": ("docs/speed.md", "python -m benchmarks.step_costs --write_docs step-costs-conv"),
