@@ -205,6 +205,7 @@ class MNISTDenseCLI(LightningCLI):
 
 # Subcommands that are not Trainer methods: each module has its own `main(args)`.
 OTHER_COMMANDS = {
+    "calibrate": "mnist_dense.calibration",
     "export": "mnist_dense.deploy.export",
     "serve": "mnist_dense.deploy.serve",
     "sweep": "mnist_dense.sweep",

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_dense.calibration import temperature_of
 from mnist_dense.checkpoints import check_network, peek_checkpoint, saved_network
 from mnist_dense.constants import IMAGE_SIZE, KERAS_ADAM_EPS, NUM_CLASSES, TUTORIAL_HIDDEN, TUTORIAL_LR
 from mnist_dense.model import build_network, known_networks, network_class, network_spec
@@ -52,6 +53,7 @@ class MNISTClassifier(L.LightningModule):
         lr_schedule: Literal["constant", "onecycle"] = "constant",
     ) -> None:
         super().__init__()
+        self.temperature = 1.0  # the softmax as trained; `calibrate` fits another, kept in the checkpoint
         for name, kind, value in (("hidden", PositiveInt, hidden), ("lr", PositiveFloat, lr)):
             try:
                 kind(value)
@@ -138,9 +140,10 @@ class MNISTClassifier(L.LightningModule):
         self.log_epoch("test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        """Class probabilities (the tutorial's softmax), the predicted digit, and the label (-1 if unknown)."""
+        """Class probabilities (the tutorial's softmax, of logits / T once `calibrate` has fitted a temperature T),
+        the predicted digit, and the label (-1 if unknown)."""
         images, labels = batch
-        probabilities = self(images).softmax(dim=1)
+        probabilities = (self(images) / self.temperature).softmax(dim=1)
         return {"probabilities": probabilities, "predicted": probabilities.argmax(dim=1), "target": labels}
 
     @classmethod
@@ -160,6 +163,11 @@ class MNISTClassifier(L.LightningModule):
         except RuntimeError:  # not attached to a Trainer: `load_from_checkpoint` builds the right network anyway
             path = None
         check_network(path, checkpoint, network_spec(self.net), self.state_dict())
+        self.temperature = temperature_of(checkpoint)
+
+    def on_fit_start(self) -> None:
+        """Training changes the weights a temperature was fitted for: a resumed run's softmax is plain again."""
+        self.temperature = 1.0
 
 
 def choose_network(net: nn.Module | dict | None, hidden: int) -> nn.Module:

@@ -66,7 +66,7 @@ def test_the_run_pictures_show_the_logged_metrics_the_test_counts_and_its_miscla
     figures = record_figures(monkeypatch, plots)
     log_dir = fit_tiny(tiny_mnist, tmp_path / "runs", *WEAK_FIT, "--plots.max_misclassified", "12")
     out = capsys.readouterr().out
-    pictures = ["training_curves.png", "confusion_matrix.png", "misclassified.png"]
+    pictures = ["training_curves.png", "confusion_matrix.png", "misclassified.png", "reliability.png"]
     for name in [*pictures, "confusion_matrix.csv"]:
         assert str(log_dir / name) in out and (log_dir / name).stat().st_size > 0  # written, and the path printed
     assert sorted(figures) == sorted(pictures)
@@ -89,7 +89,8 @@ def test_the_run_pictures_show_the_logged_metrics_the_test_counts_and_its_miscla
     images, labels = load_split(tiny_mnist, "test")
     inputs, labels = to_model_input(images, "standard"), labels.long()
     with torch.no_grad():
-        predicted = model(inputs).argmax(dim=1)
+        probabilities = model(inputs).softmax(dim=1)
+    predicted = probabilities.argmax(dim=1)
     counts = torch.bincount(labels * 10 + predicted, minlength=100).reshape(10, 10)
 
     # Confusion matrix: the CSV, the picture's image and its numbers are those counts, and they are `test`'s accuracy.
@@ -105,6 +106,22 @@ def test_the_run_pictures_show_the_logged_metrics_the_test_counts_and_its_miscla
     assert torch.equal(written, counts)
     assert int(counts.sum()) == 200 and int(counts.diagonal().sum()) == round(logged(log_dir, "test_acc")[-1] * 200)
     assert f"({int(counts.diagonal().sum())} of 200 right)" in out
+
+    # Reliability: per bin of the top probability, its accuracy (the bars) and its images; the ECE in the title and
+    # the printed line, computed here by hand over 15 equal-width bins.
+    confidence, right = probabilities.max(dim=1).values, (predicted == labels).float()
+    which = (confidence * 15).ceil().clamp(1, 15).long() - 1
+    ece = sum(
+        (which == b).float().mean() * (confidence[which == b].mean() - right[which == b].mean()).abs()
+        for b in range(15)
+        if (which == b).any()
+    )
+    top, bins = figures["reliability.png"].axes
+    heights = sorted(round(patch.get_height(), 6) for patch in top.patches)
+    assert heights == sorted(round(float(right[which == b].mean()), 6) for b in range(15) if (which == b).any())
+    assert sum(patch.get_height() for patch in bins.patches) == 200
+    assert f"ECE {100 * float(ece):.2f}% over 15 bins, 200 images" in top.get_title()
+    assert f"(expected calibration error {100 * float(ece):.2f}% over 15 bins)" in out
 
     # Misclassified: the first 12 wrong test digits, as `make_grid` of their inputs, each titled true->predicted.
     wrong = (predicted != labels).nonzero().flatten()

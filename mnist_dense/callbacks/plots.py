@@ -2,7 +2,8 @@
 
 After `fit`: training_curves.png (loss and accuracy per epoch, train and validation). After `test`:
 confusion_matrix.png (torchmetrics' own confusion matrix and its `plot()`), its counts as
-confusion_matrix.csv, and misclassified.png (test digits the model got wrong, true -> predicted).
+confusion_matrix.csv, misclassified.png (test digits the model got wrong, true -> predicted), and
+reliability.png (accuracy against the softmax's confidence, with the expected calibration error).
 Each picture also goes to every `TensorBoardLogger` of the run as an image (`add_figure`); the curves come
 from the epoch metrics the run itself recorded, so they need no particular logger, or none.
 
@@ -25,6 +26,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
+from mnist_dense.calibration import BINS, calibration_error, reliability_figure
 from mnist_dense.constants import NUM_CLASSES
 
 CURVES = (("loss", "Loss (cross-entropy)"), ("acc", "Accuracy"))
@@ -131,6 +133,8 @@ class RunPlots(L.Callback):
         self.confusion = MulticlassConfusionMatrix(num_classes=NUM_CLASSES)
         self.wrong_images: list[Tensor] = []
         self.wrong_titles: list[str] = []
+        self.probabilities: list[Tensor] = []
+        self.targets: list[Tensor] = []
 
     def _folder(self, trainer: L.Trainer) -> Path:
         """Call on every rank: under DDP `trainer.log_dir` is a broadcast, so rank 0 alone would hang."""
@@ -178,14 +182,19 @@ class RunPlots(L.Callback):
         self.confusion = self.confusion.to(pl_module.device)
         self.confusion.reset()
         self.wrong_images, self.wrong_titles = [], []
+        self.probabilities, self.targets = [], []
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         if not self.enabled:
             return
         images, targets = batch
         with torch.no_grad():
-            predicted = pl_module(images).argmax(dim=1)  # one extra forward of a small network: cheap
+            logits = pl_module(images)  # one extra forward of a small network: cheap
+            probabilities = (logits / getattr(pl_module, "temperature", 1.0)).softmax(dim=1)  # calibrated, if fitted
+        predicted = probabilities.argmax(dim=1)
         self.confusion.update(predicted, targets)
+        self.probabilities.append(probabilities.cpu())
+        self.targets.append(targets.cpu())
         room = self.max_misclassified - len(self.wrong_titles)
         if room > 0:
             wrong = (predicted != targets).nonzero().flatten()[:room]
@@ -200,6 +209,11 @@ class RunPlots(L.Callback):
         folder = self._folder(trainer)
         if trainer.is_global_zero:
             self._save_test_pictures(trainer, folder, matrix)
+            if self.probabilities and trainer.world_size == 1:  # rank 0's share alone would not be the test set
+                probabilities, targets = torch.cat(self.probabilities), torch.cat(self.targets)
+                path = publish(trainer, reliability_figure(probabilities, targets), folder / "reliability.png")
+                ece = calibration_error(probabilities, targets)
+                print(f"Reliability diagram: {path} (expected calibration error {100 * ece:.2f}% over {BINS} bins)")
 
     def _save_test_pictures(self, trainer: L.Trainer, folder: Path, matrix: Tensor) -> None:
         png = publish(trainer, confusion_figure(matrix), folder / "confusion_matrix.png")

@@ -14,6 +14,7 @@ from typing import NoReturn
 import torch
 from torch import Tensor, nn
 
+from mnist_dense.calibration import temperature_of
 from mnist_dense.checkpoints import RUNS_DIR, read_checkpoint, resolve_last, trained_normalization
 from mnist_dense.module import MNISTClassifier
 from mnist_dense.scaling import Normalization, to_model_input
@@ -28,12 +29,13 @@ class DeployError(RuntimeError):
 class PixelsToProbabilities(nn.Module):
     """(N, 1, 28, 28) float pixels 0-255, white digit on black -> (N, 10) softmax probabilities."""
 
-    def __init__(self, net: nn.Module, normalization: Normalization) -> None:
+    def __init__(self, net: nn.Module, normalization: Normalization, temperature: float = 1.0) -> None:
         super().__init__()
-        self.net, self.normalization = net, normalization
+        self.net, self.normalization, self.temperature = net, normalization, temperature
 
     def forward(self, images: Tensor) -> Tensor:
-        return torch.softmax(self.net(to_model_input(images, self.normalization)), dim=1)
+        logits = self.net(to_model_input(images, self.normalization))
+        return torch.softmax(logits if self.temperature == 1.0 else logits / self.temperature, dim=1)
 
 
 def checkpoint_path(value: str) -> Path:
@@ -42,11 +44,12 @@ def checkpoint_path(value: str) -> Path:
 
 
 def load_inference_model(path: Path) -> PixelsToProbabilities:
-    """The checkpoint's network with its training normalization, in eval mode on the CPU, or `CheckpointError`."""
+    """The checkpoint's network with its training normalization and calibration (`calibrate`'s temperature, if
+    fitted), in eval mode on the CPU, or `CheckpointError`."""
     checkpoint = read_checkpoint(path)
     normalization = trained_normalization(checkpoint, "unit")
     net = MNISTClassifier.load_from_checkpoint(path, map_location="cpu").net
-    return PixelsToProbabilities(net, normalization).eval()
+    return PixelsToProbabilities(net, normalization, temperature_of(checkpoint)).eval()
 
 
 def require_extra(command: str, modules: tuple[str, ...]) -> None:
