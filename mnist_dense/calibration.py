@@ -22,6 +22,7 @@ from torchmetrics.classification import MulticlassCalibrationError
 from mnist_dense.constants import NUM_CLASSES
 
 BINS = 15
+DIGITS_KEPT = 0.99  # the share of validation digits classified right that the "not a digit" threshold keeps
 CALIBRATION_KEY = "calibration"  # in the checkpoint: {"temperature", "validation_images", "val_ece", ...}
 
 
@@ -85,6 +86,24 @@ def fit_temperature(logits: Tensor, labels: Tensor) -> float:
     return float(log_t.detach().exp())
 
 
+def energy(logits: Tensor) -> Tensor:
+    """The "not a digit" score: -logsumexp of the logits (Liu et al., 2020), higher for pictures less like the digits
+    the network learned; a softmax normalizes this size of the logits away."""
+    return -torch.logsumexp(logits, dim=1)
+
+
+def not_a_digit_threshold(logits: Tensor, labels: Tensor, kept: float = DIGITS_KEPT) -> float:
+    """The score below which `kept` of the digits the network classifies right lie (validation digits only)."""
+    right = logits.argmax(dim=1) == labels
+    return float(torch.quantile(energy(logits[right]).double(), kept))
+
+
+def threshold_of(checkpoint: dict) -> float | None:
+    """The checkpoint's "not a digit" threshold on `energy`, None when `calibrate` has not set one."""
+    found = checkpoint.get(CALIBRATION_KEY, {}).get("not_a_digit", {}).get("threshold")
+    return None if found is None else float(found)
+
+
 def temperature_of(checkpoint: dict) -> float:
     """The checkpoint's fitted temperature, 1.0 (the softmax as trained) when it has none."""
     return float(checkpoint.get(CALIBRATION_KEY, {}).get("temperature", 1.0))
@@ -144,10 +163,12 @@ def main(args: list[str]) -> None:
     temperature = fit_temperature(val_logits, val_labels)
     before = calibration_error(test_logits.softmax(dim=1), test_labels)
     after = calibration_error((test_logits / temperature).softmax(dim=1), test_labels)
+    threshold = not_a_digit_threshold(val_logits, val_labels)
     checkpoint[CALIBRATION_KEY] = {
         "temperature": temperature,
         "validation_images": len(val_labels),
         "val_ece": calibration_error((val_logits / temperature).softmax(dim=1), val_labels),
+        "not_a_digit": {"score": "energy", "threshold": threshold, "digits_kept": DIGITS_KEPT},
     }
     target = options.output or path
     partial = target.with_name(f".{target.name}.partial")
@@ -162,4 +183,8 @@ def main(args: list[str]) -> None:
         f" {target}. Test set ({len(test_labels):,} images, {NUM_CLASSES} digits): expected calibration error"
         f" {100 * before:.2f}% before, {100 * after:.2f}% after (15 bins). Reliability diagrams:"
         f" {folder / 'reliability_uncalibrated.png'}, {folder / 'reliability_calibrated.png'}."
+    )
+    print(
+        f"Not a digit: a picture whose score (-logsumexp of the logits) is above {threshold:.3f}, which"
+        f" {100 * DIGITS_KEPT:.0f}% of the validation digits the network classifies right stay below."
     )

@@ -13,3 +13,4 @@ TUTORIAL_LR = 1e-3
 TUTORIAL_EPOCHS = 5
 TUTORIAL_HIDDEN = 128
 KERAS_ADAM_EPS = 1e-7  # Keras' Adam default; torch's is 1e-8
+NOT_A_DIGIT = 10  # the label of a synthetic training non-digit (`--data.non_digits`); its target: every digit alike

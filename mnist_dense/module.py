@@ -22,9 +22,9 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_dense.calibration import temperature_of
+from mnist_dense.calibration import energy, temperature_of, threshold_of
 from mnist_dense.checkpoints import check_network, peek_checkpoint, saved_network
-from mnist_dense.constants import IMAGE_SIZE, KERAS_ADAM_EPS, NUM_CLASSES, TUTORIAL_HIDDEN, TUTORIAL_LR
+from mnist_dense.constants import IMAGE_SIZE, KERAS_ADAM_EPS, NOT_A_DIGIT, NUM_CLASSES, TUTORIAL_HIDDEN, TUTORIAL_LR
 from mnist_dense.model import build_network, known_networks, network_class, network_spec
 
 Batch = tuple[Tensor, Tensor]
@@ -43,6 +43,8 @@ class MNISTClassifier(L.LightningModule):
         lr: Adam's learning rate; 1e-3 is Keras' default. With lr_schedule "onecycle" it is the peak.
         lr_schedule: "constant" as in the tutorial, or "onecycle" (warm up, then anneal, once per optimizer step,
             over `trainer.estimated_stepping_batches`).
+        non_digit_weight: With `--data.non_digits`, how much the network is taught to be unsure of non-digits
+            (outlier exposure; 0.5 is the usual weight); 0, the tutorial's training, uses the digits alone.
     """
 
     def __init__(
@@ -51,20 +53,24 @@ class MNISTClassifier(L.LightningModule):
         hidden: PositiveInt = TUTORIAL_HIDDEN,
         lr: PositiveFloat = TUTORIAL_LR,
         lr_schedule: Literal["constant", "onecycle"] = "constant",
+        non_digit_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.temperature = 1.0  # the softmax as trained; `calibrate` fits another, kept in the checkpoint
+        self.not_a_digit_threshold: float | None = None  # set by `calibrate`: a score above it is not a digit
         for name, kind, value in (("hidden", PositiveInt, hidden), ("lr", PositiveFloat, lr)):
             try:
                 kind(value)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"MNISTClassifier({name}={value!r}): {err}") from None
+        if not non_digit_weight >= 0:
+            raise ValueError(f"MNISTClassifier(non_digit_weight={non_digit_weight!r}): give 0 (off) or more.")
         if lr_schedule not in ("constant", "onecycle"):
             raise ValueError(f"MNISTClassifier(lr_schedule={lr_schedule!r}): use 'constant' or 'onecycle'.")
         # Plain int and float in the hyperparameters, whoever builds the module: jsonargparse (which
         # `load_from_checkpoint` uses for a CLI checkpoint) passes its PositiveInt/PositiveFloat, and a checkpoint
         # holding those cannot be read back with torch's `weights_only` loading.
-        hidden, lr = int(hidden), float(lr)
+        hidden, lr, non_digit_weight = int(hidden), float(lr), float(non_digit_weight)
         network = choose_network(net, hidden)
         if isinstance(net, nn.Module):
             net = network_spec(net)  # its config, not the instance: torch's weights_only load refuses a pickled module
@@ -114,7 +120,23 @@ class MNISTClassifier(L.LightningModule):
         return loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        if self.hparams.get("non_digit_weight"):
+            return self.non_digit_step(batch)
         return self.shared_step(batch, "train")
+
+    def non_digit_step(self, batch: Batch) -> Tensor:
+        """Outlier exposure (Hendrycks et al., 2019): cross-entropy on the digits, plus `non_digit_weight` times the
+        cross-entropy of each non-digit (label 10, `--data.non_digits`) to the uniform distribution over digits."""
+        images, labels = batch
+        logits = self(images)
+        digit = labels != NOT_A_DIGIT
+        loss = F.cross_entropy(logits[digit], labels[digit])
+        others = logits[~digit]
+        if len(others):
+            loss = loss + self.hparams.non_digit_weight * -others.log_softmax(dim=1).mean()
+        self.train_loss.update(loss.detach().expand(int(digit.sum())))
+        self.train_acc.update(logits[digit].detach(), labels[digit])
+        return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self.shared_step(batch, "val")
@@ -141,10 +163,12 @@ class MNISTClassifier(L.LightningModule):
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """Class probabilities (the tutorial's softmax, of logits / T once `calibrate` has fitted a temperature T),
-        the predicted digit, and the label (-1 if unknown)."""
+        the predicted digit, the label (-1 if unknown), and the "not a digit" score (`calibration.energy`)."""
         images, labels = batch
-        probabilities = (self(images) / self.temperature).softmax(dim=1)
-        return {"probabilities": probabilities, "predicted": probabilities.argmax(dim=1), "target": labels}
+        logits = self(images)
+        probabilities = (logits / self.temperature).softmax(dim=1)
+        predicted = probabilities.argmax(dim=1)
+        return {"probabilities": probabilities, "predicted": predicted, "target": labels, "score": energy(logits)}
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str | IO, *args: Any, **kwargs: Any) -> MNISTClassifier:
@@ -164,10 +188,11 @@ class MNISTClassifier(L.LightningModule):
             path = None
         check_network(path, checkpoint, network_spec(self.net), self.state_dict())
         self.temperature = temperature_of(checkpoint)
+        self.not_a_digit_threshold = threshold_of(checkpoint)
 
     def on_fit_start(self) -> None:
-        """Training changes the weights a temperature was fitted for: a resumed run's softmax is plain again."""
-        self.temperature = 1.0
+        """Training changes the weights a calibration was fitted for: a resumed run's softmax is plain again."""
+        self.temperature, self.not_a_digit_threshold = 1.0, None
 
 
 def choose_network(net: nn.Module | dict | None, hidden: int) -> nn.Module:

@@ -3,6 +3,7 @@ carrying it to predict and to the inference module that export and serve use."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import torch
 
 from mnist_dense import calibration
 from mnist_dense.checkpoints import read_checkpoint
+from mnist_dense.cli import main
 from mnist_dense.data import MNISTDataModule, load_split
+from mnist_dense.data.sampling import split_indices
 from mnist_dense.deploy.inference import load_inference_model
 from mnist_dense.module import MNISTClassifier
 from tests.conftest import cpu_trainer
@@ -67,6 +70,23 @@ def test_calibrate_fits_on_validation_and_predict_and_the_inference_module_answe
     predicted = torch.cat([batch["probabilities"] for batch in predictions])
     assert torch.allclose(predicted, expected, atol=1e-6)
     assert torch.equal(predicted.argmax(dim=1), logits.argmax(dim=1))  # the digit never changes
+
+    # "Not a digit": above the threshold, which 99% of the validation digits classified right stay below.
+    threshold = saved["not_a_digit"]["threshold"]
+    val_images, val_labels = load_split(tiny_mnist, "train")
+    _, val_index = split_indices(len(val_labels), 100)
+    with torch.no_grad():
+        val_logits = model.net(val_images[val_index][:, None].float() / 255)
+    right = val_logits.argmax(dim=1) == val_labels[val_index]
+    assert (calibration.energy(val_logits[right]) <= threshold + 1e-6).float().mean() >= 0.99
+    folder = tmp_path / "predict"
+    main(["predict", "--ckpt_path", str(calibrated), "--data.data_dir", str(tiny_mnist),
+          "--trainer.default_root_dir", str(folder), "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    with open(next(folder.glob("version_*/predictions.csv"))) as f:
+        rows = list(csv.DictReader(f))
+    scores = calibration.energy(logits)
+    assert [row["not_a_digit"] for row in rows] == ["yes" if s > threshold else "no" for s in scores.tolist()]
+    assert [float(row["score"]) for row in rows] == pytest.approx(scores.tolist(), abs=1e-3)
 
 
 def test_a_run_that_trained_on_every_image_is_refused_and_left_untouched(

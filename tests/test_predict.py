@@ -40,7 +40,8 @@ def test_predict_writes_a_row_per_test_image(tiny_mnist: Path, tmp_path: Path, c
     rows = predict(ckpt, tmp_path / "predict", "--data.data_dir", str(tiny_mnist))  # normalization from the ckpt
     assert "predictions.csv" in capsys.readouterr().out
     _, labels = tiny_digits(200, seed=1)
-    assert list(rows[0]) == ["image", "predicted", "probability", "label", "error"]
+    assert list(rows[0]) == ["image", "predicted", "probability", "label", "error", "score", "not_a_digit"]
+    assert all(float(row["score"]) < 0 and row["not_a_digit"] == "" for row in rows)  # no threshold: not calibrated
     assert [row["image"] for row in rows] == [f"test[{i}]" for i in range(200)]
     assert [int(row["label"]) for row in rows] == labels.tolist()
     assert all(0.0 <= float(row["probability"]) <= 1.0 and not row["error"] for row in rows)
@@ -166,11 +167,16 @@ def test_the_rows_of_predictions_csv_follow_the_input_order_with_unusable_files_
     outputs = [{"probabilities": probabilities[:2], "target": torch.tensor([1, -1])},
                {"probabilities": probabilities[2:], "target": torch.tensor([9])}]  # fmt: skip
     rows = PredictionCSVWriter.rows(outputs)
+    plain = {"score": "", "not_a_digit": ""}  # outputs without a score
     assert rows == [
-        {"image": "test[0]", "predicted": 1, "probability": "0.900000", "label": 1, "error": ""},
-        {"image": "test[1]", "predicted": 0, "probability": "0.700000", "label": "", "error": ""},  # no label
-        {"image": "test[2]", "predicted": 9, "probability": "1.000000", "label": 9, "error": ""},
+        {"image": "test[0]", "predicted": 1, "probability": "0.900000", "label": 1, "error": "", **plain},
+        {"image": "test[1]", "predicted": 0, "probability": "0.700000", "label": "", "error": "", **plain},  # no label
+        {"image": "test[2]", "predicted": 9, "probability": "1.000000", "label": 9, "error": "", **plain},
     ]
+    scores = ([-9.0, -2.5], [-2.0])
+    scored = [{**each, "score": torch.tensor(score)} for each, score in zip(outputs, scores, strict=True)]
+    rows = PredictionCSVWriter.rows(scored, threshold=-2.5)
+    assert [(r["score"], r["not_a_digit"]) for r in rows] == [("-9.000", "no"), ("-2.500", "no"), ("-2.000", "yes")]
     own = OwnImages(torch.zeros(2, 28, 28, dtype=torch.uint8), ["a.png", "c.png"], {"b.png": "not a picture"},
                     ["a.png", "b.png", "c.png"])  # fmt: skip
     mine = [{"probabilities": probabilities[:2], "target": torch.tensor([-1, -1])}]
@@ -178,5 +184,5 @@ def test_the_rows_of_predictions_csv_follow_the_input_order_with_unusable_files_
         ("a.png", 1, ""), ("b.png", "", "not a picture"), ("c.png", 0, "")]  # fmt: skip
     only_failures = OwnImages(torch.zeros(0, 28, 28, dtype=torch.uint8), [], {"b.png": "x"}, ["b.png"])
     assert PredictionCSVWriter.rows([], only_failures) == [
-        {"image": "b.png", "predicted": "", "probability": "", "label": "", "error": "x"}]  # fmt: skip
+        {"image": "b.png", "predicted": "", "probability": "", "label": "", "error": "x", **plain}]  # fmt: skip
     assert PredictionCSVWriter.rows([]) == []

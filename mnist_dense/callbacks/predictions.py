@@ -1,9 +1,10 @@
 """`PredictionCSVWriter`: what `python -m mnist_dense predict` writes, one CSV row per image.
 
 Columns: image (the test-set index, or your file's path), predicted digit, its probability (the
-tutorial's softmax), the true label where known (the test set; empty for your own pictures), and
-error (why a file of yours could not be predicted; empty otherwise). Written to a temporary file
-and renamed, so a failed run leaves no half-written CSV.
+tutorial's softmax), the true label where known (the test set; empty for your own pictures),
+error (why a file of yours could not be predicted; empty otherwise), the "not a digit" score, and
+not_a_digit: yes or no by the threshold `calibrate` wrote into the checkpoint (empty without one).
+Written to a temporary file and renamed, so a failed run leaves no half-written CSV.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-COLUMNS = ("image", "predicted", "probability", "label", "error")
+COLUMNS = ("image", "predicted", "probability", "label", "error", "score", "not_a_digit")
 CSV_NAME = "predictions.csv"
 
 
@@ -31,7 +32,8 @@ class PredictionCSVWriter(BasePredictionWriter):
         if not trainer.is_global_zero:
             return
         outputs = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        rows = self.rows(outputs, getattr(trainer.datamodule, "own_images", None))
+        threshold = getattr(pl_module, "not_a_digit_threshold", None)
+        rows = self.rows(outputs, getattr(trainer.datamodule, "own_images", None), threshold)
         folder.mkdir(parents=True, exist_ok=True)
         path, partial = folder / CSV_NAME, folder / f".{CSV_NAME}.partial"
         with open(partial, "w", newline="") as f:
@@ -43,13 +45,15 @@ class PredictionCSVWriter(BasePredictionWriter):
         print(f"Predictions: {path} ({len(rows) - errors:,} images predicted, {errors} unreadable)")
 
     @staticmethod
-    def rows(outputs: list[dict], own_images=None) -> list[dict]:
+    def rows(outputs: list[dict], own_images=None, threshold: float | None = None) -> list[dict]:
         """One row per image, in input order; with own images, the unusable files in their sorted place."""
         if outputs:
             probabilities = torch.cat([o["probabilities"] for o in outputs]).float().cpu()
             targets = torch.cat([o["target"] for o in outputs]).cpu()
+            scores = torch.cat([o["score"] for o in outputs]).float().cpu() if "score" in outputs[0] else None
         else:
-            probabilities, targets = torch.zeros(0, 10), torch.zeros(0, dtype=torch.long)
+            probabilities, targets, scores = torch.zeros(0, 10), torch.zeros(0, dtype=torch.long), None
+        scores = scores if scores is not None else torch.full((len(targets),), float("nan"))
         confidence, predicted = probabilities.max(dim=1)
         names = own_images.names if own_images is not None else [f"test[{i}]" for i in range(len(targets))]
         by_name = {
@@ -59,11 +63,13 @@ class PredictionCSVWriter(BasePredictionWriter):
                 "probability": f"{float(c):.6f}",
                 "label": int(t) if t >= 0 else "",
                 "error": "",
+                "score": f"{float(s):.3f}" if s == s else "",
+                "not_a_digit": "" if threshold is None or s != s else ("yes" if s > threshold else "no"),
             }
-            for name, p, c, t in zip(names, predicted, confidence, targets, strict=True)
+            for name, p, c, t, s in zip(names, predicted, confidence, targets, scores, strict=True)
         }
         if own_images is None:
             return list(by_name.values())
         for name, error in own_images.failures.items():
-            by_name[name] = {"image": name, "predicted": "", "probability": "", "label": "", "error": error}
+            by_name[name] = {**dict.fromkeys(COLUMNS, ""), "image": name, "error": error}
         return [by_name[name] for name in own_images.order]

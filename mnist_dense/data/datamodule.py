@@ -15,7 +15,7 @@ from jsonargparse.typing import NonNegativeInt, PositiveInt, restricted_number_t
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from mnist_dense.constants import TRAIN_COUNT, TUTORIAL_BATCH_SIZE
+from mnist_dense.constants import NOT_A_DIGIT, TRAIN_COUNT, TUTORIAL_BATCH_SIZE
 from mnist_dense.data.files import Split, default_data_dir, ensure_mnist_files, load_split
 from mnist_dense.data.sampling import ResumableDataLoader, ResumableSampler, run_seed, split_indices
 from mnist_dense.scaling import NORMALIZATIONS, Normalization, to_model_input
@@ -48,6 +48,15 @@ def source_file(split: str) -> Split:
     return "test" if split == "test" else "train"
 
 
+def with_non_digits(images: Tensor, labels: Tensor, count: int) -> tuple[Tensor, Tensor]:
+    """The training split and `count` synthetic non-digits (training fonts and characters, seed 0), labelled 10."""
+    from mnist_dense.non_digits import KINDS, non_digit_pictures
+
+    extra = non_digit_pictures(seed=0, per_kind=-(-count // len(KINDS)), measured=False).images[:count]
+    marks = torch.full((len(extra),), NOT_A_DIGIT, dtype=labels.dtype)
+    return torch.cat([images, extra]), torch.cat([labels, marks])
+
+
 def as_batch(batch: Batch) -> Batch:
     """`__getitems__` already returns the batch: nothing to collate (a module-level function, so it pickles)."""
     return batch
@@ -69,6 +78,9 @@ class MNISTDataModule(L.LightningDataModule):
             no shifts); it teaches the network off-centre digits. Validation, test and predict are never shifted.
         predict_images: For `predict`: a folder or glob of your own digit pictures (any format Pillow reads),
             prepared as MNIST's digits were (see `mnist_dense.pictures`); unset predicts the test set.
+        non_digits: Synthetic pictures that are not digits (letters, scribbles, noise, clutter) added to the training
+            split, labelled 10: with `--model.non_digit_weight` the network learns to be unsure of them (0: none,
+            the tutorial's training).
     """
 
     def __init__(
@@ -80,6 +92,7 @@ class MNISTDataModule(L.LightningDataModule):
         eval_batch_size: PositiveInt = 1000,
         max_translate: NonNegativeInt = 0,
         predict_images: str | None = None,
+        non_digits: NonNegativeInt = 0,
     ) -> None:
         super().__init__()
         for name, kind, value in (
@@ -87,6 +100,7 @@ class MNISTDataModule(L.LightningDataModule):
             ("val_size", ValSize, val_size),
             ("eval_batch_size", PositiveInt, eval_batch_size),
             ("max_translate", NonNegativeInt, max_translate),
+            ("non_digits", NonNegativeInt, non_digits),
         ):
             try:
                 kind(value)
@@ -95,13 +109,13 @@ class MNISTDataModule(L.LightningDataModule):
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"MNISTDataModule(normalization={normalization!r}): use one of {NORMALIZATIONS}.")
         # Plain ints in the hyperparameters (jsonargparse passes its own int types): checkpoints load with weights_only.
-        batch_size, val_size, eval_batch_size, max_translate = map(
-            int, (batch_size, val_size, eval_batch_size, max_translate)
+        batch_size, val_size, eval_batch_size, max_translate, non_digits = map(
+            int, (batch_size, val_size, eval_batch_size, max_translate, non_digits)
         )
         self.save_hyperparameters()
         self.data_dir, self.batch_size, self.val_size = data_dir, batch_size, val_size
         self.normalization, self.eval_batch_size, self.max_translate = normalization, eval_batch_size, max_translate
-        self.predict_images = predict_images
+        self.predict_images, self.non_digits = predict_images, non_digits
         self.own_images = None  # set by setup("predict") with --data.predict_images: file names for predictions.csv
         self.splits: dict[str, InMemoryDigits] = {}
 
@@ -142,6 +156,8 @@ class MNISTDataModule(L.LightningDataModule):
             train_index, val_index = split_indices(len(labels), self.val_size)
             index = train_index if split == "train" else val_index
             images, labels = images[index], labels[index]
+            if split == "train" and self.non_digits:
+                images, labels = with_non_digits(images, labels, self.non_digits)
         return InMemoryDigits(images.to(device), labels.to(device))
 
     def _device(self) -> torch.device:
