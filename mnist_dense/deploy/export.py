@@ -31,6 +31,7 @@ from mnist_dense.data.files import default_data_dir
 from mnist_dense.deploy.inference import (
     DeployError,
     PixelsToProbabilities,
+    WithScore,
     checkpoint_path,
     fail,
     load_inference_model,
@@ -38,7 +39,8 @@ from mnist_dense.deploy.inference import (
 )
 
 ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")
-INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
+INPUT_NAME, OUTPUT_NAME, SCORE_NAME = "images", "probabilities", "not_a_digit_score"
+THRESHOLD_KEY = "not_a_digit_threshold"  # in the ONNX file's metadata, where `calibrate` set one
 EXAMPLE_BATCH = 2  # torch.export treats a batch of 1 as a constant; the graph is still valid for any N
 
 
@@ -53,6 +55,7 @@ class ExportCheck:
     max_difference: float
     accuracy: float
     torch_accuracy: float
+    threshold: float | None = None
 
 
 def parse_args(args: list[str]) -> argparse.Namespace:
@@ -102,7 +105,8 @@ def main(args: list[str]) -> None:
         fail(err)
     print(
         f"Wrote {check.path} ({check.path.stat().st_size / 1024:.0f} KB): input '{INPUT_NAME}' float32"
-        f" (N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}), pixels 0-255, white digit on black; output '{OUTPUT_NAME}' (N, 10)."
+        f" (N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}), pixels 0-255, white digit on black; output '{OUTPUT_NAME}' (N, 10)"
+        f" and '{SCORE_NAME}' (N).{threshold_sentence(check.threshold)}"
     )
     print(
         f"Check with {check.runtime} on the {check.images:,} test images: every predicted digit agrees with PyTorch;"
@@ -163,8 +167,14 @@ def export(ckpt_path: Path, output: Path | None, fmt: str, data_dir: str) -> Exp
     finally:
         if partial.exists():
             partial.unlink()
-    check.path = target
+    check.path, check.threshold = target, model.threshold
     return check
+
+
+def threshold_sentence(threshold: float | None) -> str:
+    if threshold is None:
+        return ""
+    return f" A picture whose '{SCORE_NAME}' is above {threshold!r} is not a digit (metadata '{THRESHOLD_KEY}')."
 
 
 def example_input() -> tuple[Tensor]:
@@ -180,15 +190,19 @@ def write_onnx(model: PixelsToProbabilities, path: Path) -> None:
     import onnx
 
     program = torch.onnx.export(
-        model,
+        WithScore(model),
         example_input(),
         input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
+        output_names=[OUTPUT_NAME, SCORE_NAME],
         dynamic_shapes=batch_dimension(),
         dynamo=True,
         verbose=False,
     )
     program.save(path, external_data=False)
+    if model.threshold is not None:  # the threshold where a program outside Python finds it, beside the graph
+        graph = onnx.load(str(path))
+        onnx.helper.set_model_props(graph, {THRESHOLD_KEY: repr(model.threshold)})
+        onnx.save(graph, str(path))
     onnx.checker.check_model(str(path), full_check=True)
 
 
@@ -204,11 +218,13 @@ def load_onnx(path: Path) -> tuple[str, Callable[[Tensor], Tensor]]:
 
 
 def write_pt2(model: PixelsToProbabilities, path: Path) -> None:
-    torch.export.save(torch.export.export(model, example_input(), dynamic_shapes=batch_dimension()), path)
+    program = torch.export.export(WithScore(model), example_input(), dynamic_shapes=batch_dimension())
+    torch.export.save(program, path)
 
 
 def load_pt2(path: Path) -> tuple[str, Callable[[Tensor], Tensor]]:
-    return f"torch.export.load (torch {torch.__version__})", torch.export.load(path).module()
+    module = torch.export.load(path).module()
+    return f"torch.export.load (torch {torch.__version__})", lambda images: module(images)[0]
 
 
 @torch.inference_mode()

@@ -14,7 +14,7 @@ from typing import NoReturn
 import torch
 from torch import Tensor, nn
 
-from mnist_dense.calibration import temperature_of
+from mnist_dense.calibration import energy, temperature_of, threshold_of
 from mnist_dense.checkpoints import RUNS_DIR, read_checkpoint, resolve_last, trained_normalization
 from mnist_dense.module import MNISTClassifier
 from mnist_dense.scaling import Normalization, to_model_input
@@ -29,13 +29,33 @@ class DeployError(RuntimeError):
 class PixelsToProbabilities(nn.Module):
     """(N, 1, 28, 28) float pixels 0-255, white digit on black -> (N, 10) softmax probabilities."""
 
-    def __init__(self, net: nn.Module, normalization: Normalization, temperature: float = 1.0) -> None:
+    def __init__(
+        self, net: nn.Module, normalization: Normalization, temperature: float = 1.0, threshold: float | None = None
+    ) -> None:
         super().__init__()
         self.net, self.normalization, self.temperature = net, normalization, temperature
+        self.threshold = threshold  # `calibrate`'s "not a digit" threshold on the score, None without one
 
     def forward(self, images: Tensor) -> Tensor:
+        return self.answer(images)[0]
+
+    def answer(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """The probabilities and the "not a digit" score (N,) (`calibration.energy`: above `threshold`, not a
+        digit)."""
         logits = self.net(to_model_input(images, self.normalization))
-        return torch.softmax(logits if self.temperature == 1.0 else logits / self.temperature, dim=1)
+        probabilities = torch.softmax(logits if self.temperature == 1.0 else logits / self.temperature, dim=1)
+        return probabilities, energy(logits)
+
+
+class WithScore(nn.Module):
+    """What `export` writes: the probabilities and the "not a digit" score, two outputs."""
+
+    def __init__(self, model: PixelsToProbabilities) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return self.model.answer(images)
 
 
 def checkpoint_path(value: str) -> Path:
@@ -49,7 +69,7 @@ def load_inference_model(path: Path) -> PixelsToProbabilities:
     checkpoint = read_checkpoint(path)
     normalization = trained_normalization(checkpoint, "unit")
     net = MNISTClassifier.load_from_checkpoint(path, map_location="cpu").net
-    return PixelsToProbabilities(net, normalization, temperature_of(checkpoint)).eval()
+    return PixelsToProbabilities(net, normalization, temperature_of(checkpoint), threshold_of(checkpoint)).eval()
 
 
 def require_extra(command: str, modules: tuple[str, ...]) -> None:

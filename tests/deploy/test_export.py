@@ -62,12 +62,14 @@ def test_onnxruntime_matches_pytorch_on_every_test_digit_for_batches_of_1_and_7(
     images, labels = mnist_test
     session = onnxruntime.InferenceSession(str(exported[0]), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["images"]
-    assert [o.name for o in session.get_outputs()] == ["probabilities"]
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "not_a_digit_score"]
     pixels = images[:, None].float().numpy()  # pixels 0-255 as MNIST stores them: the graph normalizes
-    everything = session.run(["probabilities"], {"images": pixels})[0]
+    everything, scores = session.run(["probabilities", "not_a_digit_score"], {"images": pixels})
     net = MNISTClassifier.load_from_checkpoint(trained_checkpoint, map_location="cpu").net.eval()
     with torch.inference_mode():
-        expected = torch.softmax(net(to_model_input(images)), dim=1).numpy()
+        logits = net(to_model_input(images))
+        expected = torch.softmax(logits, dim=1).numpy()
+    assert scores.shape == (len(labels),) and np.abs(scores - (-torch.logsumexp(logits, dim=1)).numpy()).max() < 1e-4
     assert (everything.argmax(axis=1) == expected.argmax(axis=1)).all()
     assert np.abs(everything - expected).max() < 1e-4
     np.testing.assert_allclose(everything.sum(axis=1), 1.0, atol=1e-5)
@@ -110,8 +112,10 @@ def test_pt2_format_writes_a_torch_export_program(trained_checkpoint: Path, tmp_
     with torch.inference_mode():
         for size in (1, 7):
             pixels = images[:size, None].float()
-            expected = torch.softmax(net(to_model_input(pixels)), dim=1)
-            torch.testing.assert_close(program(pixels), expected)
+            logits = net(to_model_input(pixels))
+            probabilities, scores = program(pixels)  # the probabilities and the "not a digit" score, as ONNX
+            torch.testing.assert_close(probabilities, torch.softmax(logits, dim=1))
+            torch.testing.assert_close(scores, -torch.logsumexp(logits, dim=1))
     assert sorted(p.name for p in target.parent.iterdir()) == ["digits.pt2"]
 
 
