@@ -54,8 +54,10 @@ class DigitAPI(ls.LitAPI):
     """Prepared digits in (784 bytes each), each network's probabilities out; batched when max_batch_size > 1.
 
     One network per checkpoint, each loaded as `export` loads it (any network `MNISTClassifier` trained). With one,
-    the answer is `{"digit", "probability", "probabilities", "prepared"}`; with several, `{"answers": [{"network",
-    "digit", "probability", "probabilities"}, ...], "prepared"}`, in the order of the checkpoints. Module-level
+    the answer is `{"digit", "probability", "probabilities", "score", "not_a_digit", "prepared"}`; with several,
+    `{"answers": [{"network", "digit", "probability", "probabilities", "score", "not_a_digit"}, ...], "prepared"}`,
+    in the order of the checkpoints. "not_a_digit" is true or false by the threshold `calibrate` set, null without.
+    Module-level
     with plain attributes: LitServe pickles it into its worker process.
     """
 
@@ -74,16 +76,18 @@ class DigitAPI(ls.LitAPI):
         return torch.frombuffer(bytearray(request), dtype=torch.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
 
     @torch.inference_mode()
-    def predict(self, digits: Tensor) -> list[tuple[Tensor, Tensor]] | tuple[Tensor, Tensor]:
+    def predict(self, digits: Tensor) -> list[tuple[Tensor, Tensor, Tensor]] | tuple[Tensor, Tensor, Tensor]:
         """(B, 28, 28) when batching (LitServe stacks the decoded requests), (28, 28) without; each digit with its
-        (networks, 10) probabilities."""
+        (networks, 10) probabilities and (networks,) "not a digit" scores."""
         batch = digits.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
-        probabilities = torch.stack([model(batch[:, None].float()) for model in self.models], dim=1)
-        answers = list(zip(batch, probabilities, strict=True))
+        outputs = [model.answer(batch[:, None].float()) for model in self.models]
+        probabilities = torch.stack([each for each, _ in outputs], dim=1)
+        scores = torch.stack([score for _, score in outputs], dim=1)
+        answers = list(zip(batch, probabilities, scores, strict=True))
         return answers if digits.dim() == 3 else answers[0]
 
-    def encode_response(self, answer: tuple[Tensor, Tensor]) -> dict:
-        digit, probabilities = answer
+    def encode_response(self, answer: tuple[Tensor, Tensor, Tensor]) -> dict:
+        digit, probabilities, scores = answer
         picture = base64.b64encode(encode_png(digit[None]).numpy().tobytes()).decode()
         prepared = {"prepared": f"data:image/png;base64,{picture}"}  # the 28x28 picture the networks saw
         answers = [
@@ -92,13 +96,19 @@ class DigitAPI(ls.LitAPI):
                 "digit": int(each.argmax()),
                 "probability": round(float(each.max()), 6),
                 "probabilities": [round(p, 6) for p in each.tolist()],
+                **not_a_digit(float(score), model.threshold),
             }
-            for name, each in zip(self.names, probabilities, strict=True)
+            for name, each, score, model in zip(self.names, probabilities, scores, self.models, strict=True)
         ]
         if len(answers) == 1:
             del answers[0]["network"]
             return {**answers[0], **prepared}
         return {"answers": answers, **prepared}
+
+
+def not_a_digit(score: float, threshold: float | None) -> dict:
+    """The score behind the decision, and the decision: null where `calibrate` set no threshold."""
+    return {"score": round(score, 4), "not_a_digit": None if threshold is None else score > threshold}
 
 
 def build_server(

@@ -65,7 +65,7 @@ def write_page(ckpt_paths: list[Path], names: list[str], output: Path, data_dir:
             name: export(path, partial / "networks" / f"{name}.onnx", "onnx", data_dir)
             for name, path in zip(names, ckpt_paths, strict=True)
         }
-        write_page_files(partial, names)
+        write_page_files(partial, names, {name: check.threshold for name, check in checks.items()})
         replace_folder(partial, output)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
@@ -107,8 +107,9 @@ def fetch_runtime(target: Path) -> None:
                 (target / Path(name).name).write_bytes(member.read())
 
 
-def write_page_files(folder: Path, names: list[str]) -> None:
-    """serve's page as it is, with the static page's policy and the manifest of networks in its head."""
+def write_page_files(folder: Path, names: list[str], thresholds: dict[str, float | None]) -> None:
+    """serve's page as it is, with the static page's policy and the manifest of networks in its head (each with
+    calibrate's "not a digit" threshold, null without one)."""
     html = (PAGE_SOURCE / "index.html").read_text()
     head = (
         f'<meta http-equiv="Content-Security-Policy" content="{PAGE_POLICY}">\n'
@@ -117,7 +118,7 @@ def write_page_files(folder: Path, names: list[str]) -> None:
     (folder / "index.html").write_text(html.replace(HEAD_MARK, head))
     for name in PAGE_SCRIPTS:
         shutil.copyfile(PAGE_SOURCE / name, folder / "draw" / name)
-    networks = [{"name": name, "file": f"networks/{name}.onnx"} for name in names]
+    networks = [{"name": name, "file": f"networks/{name}.onnx", "threshold": thresholds[name]} for name in names]
     manifest = {"runtime": "@".join(ORT_WEB), "networks": networks}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     (folder / ".nojekyll").write_text("")  # GitHub Pages serves the folder as it is

@@ -79,7 +79,8 @@ def test_real_test_digits_as_png_get_the_answers_of_predict(
         response = client.post("/predict", json={"image": png})
         assert response.status_code == 200
         answers[f"{i:02d}.png"] = body = response.json()
-        assert set(body) == {"digit", "probability", "probabilities", "prepared"}
+        assert set(body) == {"digit", "probability", "probabilities", "score", "not_a_digit", "prepared"}
+        assert body["not_a_digit"] is None and body["score"] < 0  # not calibrated: the score, and no decision
         assert len(body["probabilities"]) == 10 and abs(sum(body["probabilities"]) - 1) < 1e-4
         assert body["digit"] == max(range(10), key=body["probabilities"].__getitem__)
         assert body["probability"] == max(body["probabilities"])
@@ -243,7 +244,9 @@ def test_the_page_and_its_files_are_served_with_a_same_origin_policy(client: Tes
     page = client.get("/draw")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    assert '<canvas id="pad"' in page.text and "http" not in page.text  # nothing from another site
+    assert '<canvas id="pad"' in page.text
+    linked = re.findall(r'(?:src|href|content)="([^"]*)"', page.text)
+    assert linked and not [url for url in linked if "//" in url]  # nothing from another site
     for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
         response = client.get(f"/draw/{name}")
         assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
@@ -273,7 +276,7 @@ def test_several_networks_answer_side_by_side_each_under_its_name(
         assert first["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-5)
         assert second["probabilities"] != pytest.approx(first["probabilities"], abs=1e-3)  # another network
         for answer in both["answers"]:
-            assert set(answer) == {"network", "digit", "probability", "probabilities"}
+            assert set(answer) == {"network", "digit", "probability", "probabilities", "score", "not_a_digit"}
             assert answer["digit"] == max(range(10), key=answer["probabilities"].__getitem__)
 
 

@@ -24,6 +24,7 @@ from benchmarks.browser import (
     prepared_pixels,
     static_server,
 )
+from mnist_dense import calibration
 from mnist_dense.deploy import export, web
 from mnist_dense.deploy.inference import load_inference_model
 from mnist_dense.pictures import prepare_picture
@@ -56,7 +57,7 @@ def models(trained_checkpoint: Path, trained_conv_checkpoint: Path):
     return [load_inference_model(path) for path in (trained_checkpoint, trained_conv_checkpoint)]
 
 
-def test_the_folder_is_serves_own_page_the_checked_networks_and_the_runtime(page_folder: Path) -> None:
+def test_the_folder_holds_serves_own_page_the_checked_networks_and_the_runtime(page_folder: Path) -> None:
     """One source: the page's script and style are serve's files byte for byte, its HTML differs only in its head."""
     files = sorted(str(path.relative_to(page_folder)) for path in page_folder.rglob("*") if path.is_file())
     expected = [".nojekyll", "draw/app.js", "draw/networks.js", "draw/ort/ort-wasm-simd-threaded.wasm",
@@ -69,7 +70,7 @@ def test_the_folder_is_serves_own_page_the_checked_networks_and_the_runtime(page
     html = (page_folder / "index.html").read_text()
     assert html.startswith(source[0]) and html.endswith(source[1]) and "Content-Security-Policy" in html
     manifest = json.loads((page_folder / "networks.json").read_text())
-    assert manifest["networks"] == [{"name": name, "file": f"networks/{name}.onnx"} for name in NAMES]
+    assert manifest["networks"] == [{"name": n, "file": f"networks/{n}.onnx", "threshold": None} for n in NAMES]
     package = json.loads((page_folder / "draw/ort/package.json").read_text())
     assert [package["name"], package["version"]] == list(web.ORT_WEB) and manifest["runtime"] == "@".join(web.ORT_WEB)
     assert not list(page_folder.parent.glob(".*"))  # no partial or old folder left beside it
@@ -159,7 +160,7 @@ def test_a_page_is_built_offline_from_npms_cache_and_replaces_only_its_own_folde
         export.main(["--ckpt_path", str(trained_checkpoint), "--format", "web", "--output", str(target)])
     manifest = json.loads((target / "networks.json").read_text())
     name = trained_checkpoint.stem
-    assert manifest["networks"] == [{"name": name, "file": f"networks/{name}.onnx"}]
+    assert manifest["networks"] == [{"name": name, "file": f"networks/{name}.onnx", "threshold": None}]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["page"]  # the earlier page and the partial one are gone
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -185,3 +186,39 @@ def test_one_file_formats_refuse_several_checkpoints(trained_checkpoint: Path, c
     with pytest.raises(SystemExit) as stopped:
         export.main(["--ckpt_path", str(trained_checkpoint), str(trained_checkpoint), "--format", "onnx"])
     assert stopped.value.code == 1 and "--format web" in capsys.readouterr().err
+
+
+def test_with_a_threshold_the_page_says_not_a_digit_where_python_would(
+    browser, tmp_path: Path, trained_checkpoint: Path, capsys
+) -> None:
+    """A calibrated checkpoint's threshold travels into the page; its threshold is then set between the scores of
+    two drawings, so the page must call one of them a digit and the other not, in words, as Python decides."""
+    calibrated = tmp_path / "calibrated.ckpt"
+    calibration.main(["--ckpt_path", str(trained_checkpoint), "--output", str(calibrated)])
+    model = load_inference_model(calibrated)
+    drawings = [STROKES[1], MORE_DRAWINGS[3]]  # a one and a cross over the whole pad
+    folder = tmp_path / "page"
+    export.main(["--ckpt_path", str(calibrated), "--format", "web", "--output", str(folder)])
+    scores = []
+    with static_server(folder) as url:
+        page, _, _ = open_static_page(browser, url)
+        for strokes in drawings:
+            page.click("#clear")
+            draw(page, strokes, steps=2)
+            scores.append(float(model.answer(prepare_picture(pad_png(page))[None, None].float())[1]))
+        page.close()
+    checkpoint = torch.load(calibrated, weights_only=True)
+    checkpoint["calibration"]["not_a_digit"]["threshold"] = sum(scores) / 2
+    torch.save(checkpoint, calibrated)
+    export.main(["--ckpt_path", str(calibrated), "--format", "web", "--output", str(folder)])
+    assert json.loads((folder / "networks.json").read_text())["networks"][0]["threshold"] == sum(scores) / 2
+    with static_server(folder) as url:
+        page, _, _ = open_static_page(browser, url)
+        for strokes, score in zip(drawings, scores, strict=True):
+            page.click("#clear")
+            draw(page, strokes, steps=2)
+            page.click("#predict")
+            page.wait_for_selector("#answer:not([hidden])")
+            words = page.text_content("#networks .digit")
+            assert words.startswith("Not a digit" if score > sum(scores) / 2 else "It is a"), (score, words)
+        page.close()

@@ -160,7 +160,13 @@ function networkAnswer(answer) {
   value.textContent = answer.digit;
   const probability = document.createElement("span");
   probability.textContent = `(probability ${(100 * answer.probability).toFixed(1)}%)`;
-  digit.append("It is a ", value, " ", probability);
+  if (answer.not_a_digit) {
+    // calibrate's threshold: the network has not seen anything like this among the digits it learned
+    section.dataset.notADigit = "true";
+    digit.append("Not a digit, it seems. Asked to name a digit, it would say ", value, " ", probability);
+  } else {
+    digit.append("It is a ", value, " ", probability);
+  }
   const bars = document.createElement("ol");
   bars.className = "bars";
   bars.start = 0;
