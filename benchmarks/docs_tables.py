@@ -20,6 +20,7 @@ BLOCKS = {
     "headline": ("README.md", "make results"),
     "results-seeds": ("docs/results.md", "make results"),
     "results-networks": ("docs/results.md", "make results"),
+    "not-a-digit": ("docs/results.md", "python -m benchmarks.not_a_digit"),
     "bench": ("docs/speed.md", "make bench"),
     "bench-serve": ("docs/serving.md", "python -m benchmarks.serve_load"),
     "web-page": ("docs/serving.md", "python -m benchmarks.web_page"),

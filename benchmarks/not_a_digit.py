@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
+from benchmarks.docs_tables import load_average, write_stamped
+from mnist_dense.calibration import calibration_error, fit_temperature
 from mnist_dense.checkpoints import read_checkpoint, trained_normalization
 from mnist_dense.data import load_split
 from mnist_dense.data.files import default_data_dir
@@ -50,7 +53,7 @@ def photos(images: torch.Tensor, count: int) -> torch.Tensor:
     return torch.stack(prepared)
 
 
-def measure(path: str, non_digits, data_dir: str) -> list[str]:
+def measure(path: str, name: str, non_digits, data_dir: str) -> tuple[list[str], str]:
     checkpoint = read_checkpoint(path)
     val_size = int(checkpoint.get("datamodule_hyper_parameters", {}).get("val_size", 0))
     normalization = trained_normalization(checkpoint, "unit")
@@ -67,10 +70,10 @@ def measure(path: str, non_digits, data_dir: str) -> list[str]:
         "photos": (photos(test_images, 300), test_labels[:300]),
     }
     found = {}
-    for name, (pixels, truth) in sets.items():
+    for part, (pixels, truth) in sets.items():
         logits, features = forward(net, pixels, normalization)
         right = None if truth is None else logits.argmax(dim=1) == truth.long()
-        found[name] = (scores(logits, features, distance), right)
+        found[part] = (scores(logits, features, distance), right, logits)
     rows = []
     kinds = sorted(set(non_digits.kinds))
     for method in METHODS:
@@ -89,28 +92,47 @@ def measure(path: str, non_digits, data_dir: str) -> list[str]:
         photo_kept = float((photo_scores <= threshold).float().mean())
         photo_right_kept = float(((photo_scores <= threshold) & photo_right).float().mean())
         rows.append(
-            f"| {path} | {method} | {100 * float(rejected.float().mean()):.1f}% | "
+            f"| {name} | {method} | {100 * float(rejected.float().mean()):.1f}% | "
             + " | ".join(f"{100 * v:.0f}%" for v in per_kind)
             + f" | {float(auroc):.3f} | {100 * kept:.2f}% | {100 * photo_kept:.0f}%"
             + f" ({100 * photo_right_kept:.0f}% right) |"
         )
-    return rows
+    temperature = fit_temperature(found["val"][2], sets["val"][1].long())
+    test_logits = found["test"][2]
+    before = calibration_error(test_logits.softmax(dim=1), test_labels.long())
+    after = calibration_error((test_logits / temperature).softmax(dim=1), test_labels.long())
+    accuracy = float((test_logits.argmax(dim=1) == test_labels).float().mean())
+    ece = f"| {name} | {100 * accuracy:.2f}% | {temperature:.3f} | {100 * before:.2f}% | {100 * after:.2f}% |"
+    return rows, ece
 
 
 def main(args: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.not_a_digit", description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt_path", nargs="+", required=True)
-    parser.add_argument("--per_kind", type=int, default=200)
+    parser.add_argument("--ckpt_path", nargs="+", required=True, help="Checkpoints trained with a validation split.")
+    parser.add_argument("--names", nargs="+", help="A name for each checkpoint (default: the file paths).")
+    parser.add_argument("--per_kind", type=int, default=200, help="Non-digits of each kind (default 200).")
     options = parser.parse_args(args)
+    names = options.names or options.ckpt_path
     non_digits = non_digit_pictures(REPORT_SEED, options.per_kind)
     kinds = sorted(set(non_digits.kinds))
-    print(f"non-digits: {len(non_digits.kinds)} prepared; refused by the preparation (no ink): {non_digits.refused}")
-    print("| checkpoint | score | non-digits rejected | " + " | ".join(kinds)
-          + " | AUROC | test digits kept | digit photos kept |")  # fmt: skip
-    print("| --- " * (6 + len(kinds)) + "|")
-    for path in options.ckpt_path:
-        for row in measure(path, non_digits, default_data_dir()):
-            print(row, flush=True)
+    lines = ["| network | score | non-digits answered \"not a digit\" | " + " | ".join(kinds)
+             + " | AUROC | test digits classified right kept | digit photos kept |",
+             "| --- " * (6 + len(kinds)) + "|"]  # fmt: skip
+    eces = ["| network | test accuracy | temperature | ECE before | ECE after |", "| --- | ---: | ---: | ---: | ---: |"]
+    for path, name in zip(options.ckpt_path, names, strict=True):
+        rows, ece = measure(path, name, non_digits, default_data_dir())
+        lines += rows
+        eces.append(ece)
+    refused = sum(non_digits.refused.values())
+    text = (
+        f"{len(non_digits.kinds):,} non-digits ({options.per_kind} of each kind; {refused} more refused by the"
+        f" preparation itself: no ink), threshold at {100 * ACCEPT:.0f}% of the validation digits classified right."
+        "\n\n" + "\n".join(lines) + "\n\nCalibration on the test set (temperature fitted on the validation split,"
+        " 15 bins):\n\n" + "\n".join(eces)
+    )
+    print(text)
+    command = " ".join(["python -m benchmarks.not_a_digit", *(sys.argv[1:] if args is None else args)])
+    print(f"Wrote {write_stamped('not-a-digit', command, load_average(), text)}")
 
 
 if __name__ == "__main__":

@@ -286,8 +286,9 @@ def main(args: list[str] | None = None, callbacks: list[Callback] | None = None)
             parser_kwargs={
                 "prog": command_name(),
                 "description": "The Keras tutorial's MNIST dense network, trained with Lightning. Also:"
-                " `export --ckpt_path CKPT` (ONNX or pt2), `serve --ckpt_path CKPT` (HTTP and a drawing page) and"
-                " `sweep` (an Optuna search of fit's settings); each takes --help.",
+                " `export --ckpt_path CKPT` (ONNX, pt2 or a static page), `serve --ckpt_path CKPT` (HTTP and a drawing"
+                ' page), `calibrate --ckpt_path CKPT` (calibrated probabilities and "not a digit") and `sweep` (an'
+                " Optuna search of fit's settings); each takes --help.",
             },
             args=args,
         )

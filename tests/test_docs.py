@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import docs_tables
-from mnist_dense import shift, show, sweep
+from mnist_dense import calibration, shift, show, sweep
 from mnist_dense.cli import main
 from mnist_dense.deploy import export, serve
 from tests.conftest import REPO
@@ -74,6 +74,8 @@ def parse_only(words: list[str]) -> None:
         export.parse_args(args[1:])
     elif args[0] == "serve":
         serve.parse_args(args[1:])
+    elif args[0] == "calibrate":
+        calibration.parse_args(args[1:])
     elif args[0] == "sweep":
         _, fit_args = sweep.parse_args(args[1:])
         parse_only(["mnist_dense", "fit", *fit_args])
