@@ -1,8 +1,9 @@
 """Pictures that are not digits, made here, and scores that tell them from digits: for "not a digit" answers.
 
 `non_digit_pictures(seed)` draws them as a user would send them (dark on white, then prepared as `predict`
-prepares any picture): letters and symbols in the DejaVu fonts, scribbles of random strokes, noise, nearly blank
-pictures and clutter of shapes. Each score is higher for pictures less like the digits the network learned:
+prepares any picture): letters and symbols in the DejaVu fonts, scribbles of random strokes, noise, blank and nearly
+blank pictures and clutter of shapes (a blank picture never reaches a network: the preparation refuses it). Each
+score is higher for pictures less like the digits the network learned:
 
 - `softmax`: 1 - the top probability (the baseline: a sure network is trusted);
 - `energy`: -logsumexp of the logits (Liu et al., 2020): the logits' overall size, which a softmax normalizes away;
@@ -72,6 +73,10 @@ def _noise(rng: random.Random, *_: object) -> Image.Image:
     return Image.fromarray(pixels.numpy())
 
 
+def _blank(rng: random.Random, *_: object) -> Image.Image:
+    return Image.new("L", (SIDE, SIDE), rng.randint(0, 255))  # one flat colour: the preparation refuses it
+
+
 def _nearly_blank(rng: random.Random, *_: object) -> Image.Image:
     picture, pen = _canvas()
     for _ in range(rng.randint(1, 3)):
@@ -92,24 +97,30 @@ def _clutter(rng: random.Random, *_: object) -> Image.Image:
 
 
 KINDS = {"character": _character, "scribble": _scribble, "noise": _noise, "nearly blank": _nearly_blank,
-         "clutter": _clutter}  # fmt: skip
+         "clutter": _clutter, "blank": _blank}  # fmt: skip
 
 
-def non_digit_pictures(seed: int, per_kind: int = 200, measured: bool = True) -> NonDigits:
+TRAINED_KINDS = tuple(kind for kind in KINDS if kind != "blank")  # a blank picture never reaches a network
+
+
+def non_digit_pictures(
+    seed: int, per_kind: int = 200, measured: bool = True, kinds: tuple[str, ...] = tuple(KINDS)
+) -> NonDigits:
     """`per_kind` pictures of each kind, prepared as `predict --data.predict_images` prepares a file: the set to
     measure on (`measured`), or the one to train on, in other fonts and characters (use another seed too)."""
     rng = random.Random(seed)
     fonts, characters = MEASURED if measured else TRAINING
-    images, kinds, refused = [], [], {}
-    for kind, make in KINDS.items():
+    images, drawn, refused = [], [], {}
+    for kind in kinds:
+        make = KINDS[kind]
         for _ in range(per_kind):
             picture = make(rng, fonts, characters)
             try:
                 images.append(prepare_digit(torch.from_numpy(np.array(picture))))  # as decode_picture gives "L"
-                kinds.append(kind)
+                drawn.append(kind)
             except PictureError:  # no ink left: predict and serve already refuse it in words
                 refused[kind] = refused.get(kind, 0) + 1
-    return NonDigits(torch.stack(images), kinds, refused)
+    return NonDigits(torch.stack(images), drawn, refused)
 
 
 def penultimate(net: nn.Module, inputs: Tensor) -> Tensor:

@@ -50,9 +50,10 @@ def source_file(split: str) -> Split:
 
 def with_non_digits(images: Tensor, labels: Tensor, count: int) -> tuple[Tensor, Tensor]:
     """The training split and `count` synthetic non-digits (training fonts and characters, seed 0), labelled 10."""
-    from mnist_dense.non_digits import KINDS, non_digit_pictures
+    from mnist_dense.non_digits import TRAINED_KINDS, non_digit_pictures
 
-    extra = non_digit_pictures(seed=0, per_kind=-(-count // len(KINDS)), measured=False).images[:count]
+    per_kind = -(-count // len(TRAINED_KINDS))
+    extra = non_digit_pictures(seed=0, per_kind=per_kind, measured=False, kinds=TRAINED_KINDS).images[:count]
     marks = torch.full((len(extra),), NOT_A_DIGIT, dtype=labels.dtype)
     return torch.cat([images, extra]), torch.cat([labels, marks])
 
