@@ -334,6 +334,11 @@ def test_a_default_run_and_the_other_commands_print_no_warning_or_advertisement(
     run("mnist_dense", "predict", "--ckpt_path", ckpt)
     run("mnist_dense.show", "--index", "0")
     run("mnist_dense.shift", "--max_shift", "1", "--ckpt_path", ckpt)
+    # DDP too (two processes, gloo): no DistributedSampler-at-test warning, no all_gather deprecation.
+    ddp = run("mnist_dense", "fit", "--trainer.limit_train_batches", "50", "--trainer.max_epochs", "1",
+              "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+              "--data.batch_size", "16", "--trainer.default_root_dir", "ddp")  # fmt: skip
+    assert "on 10,000 images" in ddp
     if all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime")):
         run("mnist_dense", "export", "--ckpt_path", ckpt)
 
