@@ -24,7 +24,6 @@ import pytest
 import torch
 
 from mnist_dense.checkpoints import read_checkpoint
-from mnist_dense.cli import main
 from mnist_dense.data.sampling import EvaluationShare
 from tests.conftest import REPO
 from tests.test_console import NOISE
@@ -179,16 +178,3 @@ def test_each_process_evaluates_its_share_and_every_image_counts_once(count: int
     assert [len(EvaluationShare(data, rank=r, world_size=world_size)) for r in range(world_size)] == list(
         map(len, shares)
     )
-
-
-@pytest.mark.slow
-def test_three_processes_test_the_10000_images_once_with_one_process_accuracy(tmp_path: Path, capsys) -> None:
-    root = tmp_path / "three"
-    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "3", "--data.batch_size", "10"]
-    three, printed = fit(root, "--data.val_size", "1001", "--trainer.limit_train_batches", "5", *ddp, *QUIET)
-    assert "Test accuracy: " in printed and "on 10,000 images" in printed  # not 10,002: nothing repeated
-    assert re.search(r"\d of 10,000 right", printed)  # the confusion matrix too
-    best = re.search(r"Test accuracy: .* \((.*)\)", printed).group(1)
-    main(["test", "--ckpt_path", best, "--trainer.default_root_dir", str(tmp_path / "one"), *QUIET])
-    one = float(re.search(r"test_acc\s+([\d.]+)", capsys.readouterr().out).group(1))
-    assert abs(three["test_acc"] - one) < 1e-6  # the same 10,000 images, so the same count right
