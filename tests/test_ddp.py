@@ -110,13 +110,14 @@ def start_two_nodes(root: Path, *args: str) -> list[subprocess.Popen]:
     words[words.index("--trainer.default_root_dir") + 1] = str(root)
     nodes = []
     for rank in (0, 1):
-        out = open(root.parent / f"{root.name}.node{rank}.log", "w")  # noqa: SIM115 - closed with the process
         env = {**ENV, "NODE_RANK": str(rank)}
-        nodes.append(subprocess.Popen([*words, *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
+        with open(root.parent / f"{root.name}.node{rank}.log", "w") as out:  # the node keeps its own copy
+            nodes.append(subprocess.Popen([*words, *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
     return nodes
 
 
-def wait_all(nodes: list[subprocess.Popen], root: Path) -> list[str]:
+def wait_all(nodes: list[subprocess.Popen], root: Path) -> tuple[list[int], list[str]]:
+    """Each node's exit status and what it printed."""
     codes = [node.wait(timeout=300) for node in nodes]
     logs = [(root.parent / f"{root.name}.node{rank}.log").read_text() for rank in (0, 1)]
     return codes, logs
