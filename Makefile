@@ -13,10 +13,10 @@ help: ## List the targets
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".[dev,deploy,tensorboard,notebook,sweep]"
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".[dev,deploy,tensorboard,tracking,notebook,sweep]"
 	touch $@
 
-install: $(INSTALLED) ## Create .venv and install the package with its dev, deploy, tensorboard, notebook and sweep extras
+install: $(INSTALLED) ## Create .venv and install the package with its dev, deploy, tensorboard, tracking, notebook and sweep extras
 
 fit: $(INSTALLED) ## Train the tutorial's 5 epochs and print the test accuracy (extra flags: ARGS="...")
 	$(PY) -m mnist_dense fit $(ARGS)

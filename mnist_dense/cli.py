@@ -13,7 +13,7 @@ from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 
 from mnist_dense import runtime
 from mnist_dense.callbacks import KerasProgressBar, KerasSummary, PredictionCSVWriter, RunPlots, SaveOnInterrupt
@@ -176,11 +176,17 @@ class MNISTDenseCLI(LightningCLI):
             # No validation set: keep the latest epoch as "best", like the tutorial keeps its final model.
             config.checkpoint.monitor = None
             config.checkpoint.filename = "epoch{epoch}"
+        run_folder = {
+            "class_path": f"{CSVLogger.__module__}.{CSVLogger.__qualname__}",
+            "init_args": {"save_dir": config.trainer.default_root_dir or RUNS_DIR, "name": ""},
+        }
         if config.trainer.logger in (None, True):
-            config.trainer.logger = {
-                "class_path": f"{CSVLogger.__module__}.{CSVLogger.__qualname__}",
-                "init_args": {"save_dir": config.trainer.default_root_dir or RUNS_DIR, "name": ""},
-            }
+            config.trainer.logger = run_folder
+        elif _is_a(config.trainer.logger, MLFlowLogger):
+            # MLflow keeps its runs in its own store, which has no run folder when it is a database (Trainer.log_dir
+            # is then None, and LightningCLI's config saving fails on it): the default CSVLogger goes first and gives
+            # the run its folder, as without MLflow (config.yaml, pictures, checkpoints, `--ckpt_path last`).
+            config.trainer.logger = [run_folder, config.trainer.logger]
         elif isinstance(config.trainer.logger, list):
             share_one_version(config.trainer.logger)
 

@@ -148,7 +148,9 @@ class MNISTClassifier(L.LightningModule):
         """Log the stage's metric objects once: Lightning computes them over the epoch (all processes), then resets."""
         loss = getattr(self, f"{stage}_loss")
         if stage == "test":
-            self.test_images = int(self.all_gather(loss.weight).sum())
+            self.test_images = int(
+                self.trainer.strategy.reduce(loss.weight.clone(), reduce_op="sum")
+            )  # in place: a copy
         self.log(f"{stage}_loss", loss)
         self.log(f"{stage}_acc", getattr(self, f"{stage}_acc"))
 

@@ -30,6 +30,7 @@ import signal
 import socket
 import statistics
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -258,10 +259,24 @@ def check_values(path: Path, space: Space, fit_args: list[str]) -> None:
             raise SpaceError(f"{path}: fit refuses a value of the space: {reason}") from None
 
 
-def storage_for(value: str | None, folder: Path) -> optuna.storages.BaseStorage | str:
-    """A database URL as it is; otherwise a journal file (default folder/study.journal) that processes share."""
+HEARTBEAT_SECONDS = 60  # a database worker's heartbeat; silent twice as long, its trial is failed and run again
+MAX_RETRIES = 3  # how often the values of a trial whose worker was lost run again
+
+
+def storage_for(
+    value: str | None, folder: Path, heartbeat: int = HEARTBEAT_SECONDS
+) -> optuna.storages.BaseStorage | str:
+    """A database URL: Optuna's RDB storage with a heartbeat, so that the trial of a worker lost without a word (a
+    machine gone, SIGKILL) is marked FAIL by the next worker that asks for a trial, and its values are queued again
+    (`RetryHeartbeatStaleTrialCallback`). Otherwise a journal file (default folder/study.journal) that processes
+    share; Optuna's journal storage keeps no heartbeat."""
     if value and "://" in value:
-        return value
+        return optuna.storages.RDBStorage(
+            value,
+            heartbeat_interval=heartbeat,
+            grace_period=2 * heartbeat,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
+        )
     path = Path(value) if value else folder / "study.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
@@ -326,15 +341,47 @@ def run_trial(trial: optuna.Trial, space: Space, fit_args: list[str], folder: Pa
     return float(cli.trainer.callback_metrics[MONITOR])
 
 
-def run_trials(study: optuna.Study, space: Space, fit_args: list[str], folder: Path, count: int) -> None:
-    """`count` new trials, one after another; an interrupted trial is marked FAIL and queued again."""
+@contextlib.contextmanager
+def heartbeat(storage: Any, study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Record the trial's heartbeat in the storage while it runs, where the storage keeps heartbeats (what Optuna's
+    own `optimize` does; trials here are asked and told one by one)."""
+    if not isinstance(storage, optuna.storages.RDBStorage) or storage.get_heartbeat_interval() is None:
+        yield
+        return
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study.study_name), trial.number
+    )
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(storage.get_heartbeat_interval()):
+            storage.record_heartbeat(trial_id)
+
+    storage.record_heartbeat(trial_id)
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def run_trials(
+    study: optuna.Study, space: Space, fit_args: list[str], folder: Path, count: int, storage: Any = None
+) -> None:
+    """`count` new trials, one after another; an interrupted trial is marked FAIL and queued again, and so is the
+    trial of a worker whose heartbeat stopped (before each trial, as Optuna's `optimize` does)."""
     for _ in range(count):
         with signals_held():
+            if isinstance(storage, optuna.storages.RDBStorage):
+                optuna.storages.fail_stale_trials(study)
             trial = study.ask()
             trial.set_user_attr("folder", str(folder / f"trial_{trial.number}"))
             trial.set_user_attr("host", socket.gethostname())
         try:
-            value = run_trial(trial, space, fit_args, folder)
+            with heartbeat(storage, study, trial):
+                value = run_trial(trial, space, fit_args, folder)
         except optuna.TrialPruned as pruned:
             with signals_held():
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -485,10 +532,17 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--study_name", default="search", help="The study; its files go to runs/sweep/NAME/.")
     parser.add_argument(
         "--storage",
-        help="A database URL (sqlite:///..., postgresql://...) or a journal file path"
+        help="A database URL (sqlite:///..., postgresql+psycopg://...) or a journal file path"
         " (None: runs/sweep/NAME/study.journal).",
     )
     parser.add_argument("--seed", type=int, help="Seed of the sampler (each parallel process its own).")
+    parser.add_argument(
+        "--heartbeat",
+        type=int,
+        default=HEARTBEAT_SECONDS,
+        help="With a database: seconds between a worker's heartbeats. A trial whose worker is silent for twice as"
+        " long is marked FAIL by the next worker that starts a trial, and its values run again.",
+    )
     parser.add_argument(
         "--retrain_seeds",
         type=int,
@@ -499,6 +553,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     options, fit_args = parser.parse_known_args(argv)
     if options.n_trials < 0:
         parser.error(f"--n_trials {options.n_trials}: give 0 or more new trials.")
+    if options.heartbeat < 1:
+        parser.error(f"--heartbeat {options.heartbeat}: give a whole number of seconds, 1 or more.")
     return options, fit_args
 
 
@@ -530,8 +586,9 @@ def main(argv: list[str]) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial prints its own lines
     previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        study = open_study(options.study_name, storage_for(options.storage, folder), space, options.seed)
-        run_trials(study, space, fit_args, folder, options.n_trials)
+        storage = storage_for(options.storage, folder, options.heartbeat)
+        study = open_study(options.study_name, storage, space, options.seed)
+        run_trials(study, space, fit_args, folder, options.n_trials, storage)
         report(study, space, fit_args, folder)
         if options.retrain_seeds:
             if not (folder / "retrain.yaml").exists():

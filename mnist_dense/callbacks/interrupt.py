@@ -2,7 +2,10 @@
 
 Lightning already stops after the step in progress on SIGTERM (its `SIGTERMException`, raised by every
 process together under DDP); the first Ctrl-C is made to do the same, so the checkpoint holds whole
-steps. The training DataLoader's position inside the epoch is saved with it (`data.sampling`), so the
+steps. Under DDP a SIGTERM to any one process (one node's, say) stops them all: its handler only takes note, and
+after each step the ranks decide together (`Strategy.reduce_boolean_decision`); Lightning's own handler
+broadcasts from rank 0 inside the signal handler, which hangs every rank when the signal reached another.
+The training DataLoader's position inside the epoch is saved with it (`data.sampling`), so the
 resumed run skips exactly the batches already trained and ends with the weights of the run left alone.
 A second Ctrl-C stops at once.
 """
@@ -55,13 +58,18 @@ class SaveOnInterrupt(Callback):
         received = None
         self.ckpt_path = INTERRUPTED_NAME
         self._stop_requested = False
+        self._sigterm_noted = False
         self._previous_sigint: Any = None
+        self._previous_sigterm: Any = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop_requested = False
         folder = (trainer.checkpoint_callback and trainer.checkpoint_callback.dirpath) or trainer.default_root_dir
         self.ckpt_path = str(Path(folder) / INTERRUPTED_NAME)
         self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+        self._sigterm_noted = False
+        if trainer.world_size > 1:
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         rank_zero_info(f"Ctrl-C or SIGTERM stops after the current step and saves {self.ckpt_path} to resume from.")
 
     @property
@@ -75,9 +83,14 @@ class SaveOnInterrupt(Callback):
         self._stop_requested = True
         print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again stops at once).", flush=True)
 
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self._sigterm_noted = True  # no collective here: the other ranks are in the middle of their own step
+
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if self._stop_requested:
             raise KeyboardInterrupt
+        if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(self._sigterm_noted, all=False):
+            raise SIGTERMException
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         global received
@@ -89,7 +102,7 @@ class SaveOnInterrupt(Callback):
             return  # a bug or bad input: nothing worth resuming from, and the error says what to fix
         if trainer.state.fn != "fit" or trainer.lightning_module is None:
             return
-        trainer.save_checkpoint(self.ckpt_path)  # every rank joins; the strategy lets rank 0 write
+        trainer.save_checkpoint(self.ckpt_path, weights_only=False)  # every rank joins; the strategy lets rank 0 write
         rank_zero_info(
             f"\n{received.name}: training stopped at epoch {trainer.current_epoch}, step {trainer.global_step};"
             f" saved {self.ckpt_path}.\nResume with:\n  {resume_command(self.ckpt_path)}"
@@ -99,3 +112,6 @@ class SaveOnInterrupt(Callback):
         if self._previous_sigint is not None:
             signal.signal(signal.SIGINT, self._previous_sigint)
             self._previous_sigint = None
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -44,11 +44,13 @@ def save_figure(fig: Figure, path: Path) -> Path:
 
 
 def publish(trainer: L.Trainer, fig: Figure, path: Path) -> Path:
-    """Save a picture as a PNG and add it to every TensorBoard logger of the run (tag: the file's stem)."""
+    """Save a picture as a PNG and add it to the run's TensorBoard loggers (tag: the file's stem) and MLflow loggers."""
     save_figure(fig, path)
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_figure(path.stem, fig, global_step=trainer.global_step, close=False)
+        elif isinstance(logger, MLFlowLogger):
+            logger.experiment.log_figure(logger.run_id, fig, path.name)  # an artifact of the run, as its file is named
     return path
 
 

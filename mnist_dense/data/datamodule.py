@@ -17,7 +17,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from mnist_dense.constants import NOT_A_DIGIT, TRAIN_COUNT, TUTORIAL_BATCH_SIZE
 from mnist_dense.data.files import Split, default_data_dir, ensure_mnist_files, load_split
-from mnist_dense.data.sampling import ResumableDataLoader, ResumableSampler, run_seed, split_indices
+from mnist_dense.data.sampling import (
+    EvaluationShare,
+    ResumableDataLoader,
+    ResumableSampler,
+    run_seed,
+    split_indices,
+)
 from mnist_dense.scaling import NORMALIZATIONS, Normalization, to_model_input
 from mnist_dense.translate import random_translate
 
@@ -167,7 +173,12 @@ class MNISTDataModule(L.LightningDataModule):
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
     def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(self.splits[split], batch_size=self.eval_batch_size, collate_fn=as_batch)
+        """The whole split in order; under DDP each rank's `EvaluationShare` of it, so every image counts once."""
+        dataset, trainer = self.splits[split], self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return DataLoader(dataset, batch_size=self.eval_batch_size, collate_fn=as_batch)
+        sampler = EvaluationShare(dataset, rank=trainer.global_rank, world_size=trainer.world_size)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, collate_fn=as_batch)
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer

@@ -73,6 +73,25 @@ class ResumableSampler(DistributedSampler):
             yield index
 
 
+class EvaluationShare(DistributedSampler):
+    """Rank r of W evaluates images r, r + W, r + 2W, ... in order: every image exactly once, whatever W.
+
+    torch's `DistributedSampler` pads the set to a multiple of W by repeating images (10,000 test images on three
+    processes would count 10,002); here the shares differ by at most one image, and the metrics, reduced over the
+    ranks, are those of the whole set. A `DistributedSampler`, so Lightning keeps it under DDP.
+    """
+
+    def __init__(self, dataset: Dataset, *, rank: int, world_size: int) -> None:
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+        self.indices = range(rank, len(dataset), world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 class ResumableDataLoader(DataLoader):
     """A DataLoader whose position inside the epoch goes into checkpoints and comes back on resume."""
 
