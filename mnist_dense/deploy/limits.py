@@ -31,6 +31,13 @@ class ServiceLimits:
     body_timeout_s: float = 30.0
     # An idle keep-alive connection is closed after this.
     keep_alive_s: int = 5
+    # Behind nginx (`serve --public`): a client that reads nothing of its answer for this long is dropped; one
+    # connection serves at most this many requests (pipelined ones one at a time); per client address, at most
+    # this many connections and this rate of POST /predict (twice as many in a burst): 429 beyond.
+    send_timeout_s: float = 10.0
+    keepalive_requests: int = 100
+    per_client_connections: int = 32
+    per_client_rate: int = 50
     # A request on a connection beyond this many open ones gets 503 and the connection is closed.
     max_connections: int = 100
     # Pictures are decoded in this many processes, never on the HTTP event loop.
