@@ -26,6 +26,7 @@ from mnist_dense.deploy.limits import LIMITS, ServiceLimits
 
 INSTALL_NGINX = "apt-get install nginx (Debian and Ubuntu; `dnf install nginx` or `brew install nginx` elsewhere)"
 SOCKET_NAME = "serve.sock"
+PREFIX_NAME = "mnist-dense-nginx-"
 START_TIMEOUT_S = 10.0
 TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
@@ -150,12 +151,10 @@ http {{
             proxy_read_timeout {limits.body_timeout_s:g}s;
         }}
 
-        error_page 400 @400;
         error_page 413 @413;
         error_page 494 =431 @431;
         error_page 429 @429;
         error_page 502 504 =503 @503;
-{json_answer(400, "the request is not valid HTTP/1.1")}\
 {json_answer(413, f"the body is over {limits.max_body_bytes:,} bytes; send a smaller picture")}\
 {json_answer(431, f"the request line and headers are over {limits.max_header_bytes:,} bytes")}\
 {json_answer(429, f"too many requests or connections from your address; retry in {retry} s", retry)}\
@@ -178,8 +177,10 @@ class Front:
 
     def __init__(self, host: str, port: int, access_log: str, limits: ServiceLimits = LIMITS) -> None:
         self.program = find_nginx()
-        self.prefix = Path(tempfile.mkdtemp(prefix="mnist-dense-nginx-"))
-        self.prefix.chmod(0o711)  # nginx's workers (nobody, when started as root) reach the socket and temp files
+        # Started as root, nginx's workers run as nobody: the prefix must be reachable for them, and a TMPDIR
+        # inside a private folder may not be, so it goes into /tmp itself, open to them (0o711) but not listable.
+        self.prefix = Path(tempfile.mkdtemp(prefix=PREFIX_NAME, dir="/tmp" if os.geteuid() == 0 else None))
+        self.prefix.chmod(0o711)
         self.socket = self.prefix / SOCKET_NAME
         self.url = f"http://{listen_address('127.0.0.1' if host == '0.0.0.0' else host, port)}"
         access = access_log if access_log in ("stderr", "off") else str(Path(access_log).resolve())
