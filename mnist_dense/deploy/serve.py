@@ -132,7 +132,7 @@ def main(args: list[str]) -> None:
         f"  POST {url}/predict  {REQUEST_EXAMPLE}    GET {url}/health\n"
         f"  Draw a digit: {url}{PAGE_URL}    (Ctrl-C or SIGTERM stops the server)"
     )
-    uvicorn = {**uvicorn_options(), "uds": str(front.socket)} if front else uvicorn_options()
+    uvicorn = {**uvicorn_options(behind_nginx=True), "uds": str(front.socket)} if front else uvicorn_options()
     try:
         run_until_stopped(server, options.host, options.port, banner, uvicorn, front)
     except DeployError as err:

@@ -24,7 +24,7 @@ from benchmarks.serve_process import ServeProcess, free_port
 from mnist_dense.cli import main
 from mnist_dense.deploy import front
 from mnist_dense.deploy.limits import LIMITS
-from tests.deploy.test_http_guard import parsed
+from tests.deploy.test_http_guard import exchange, parsed
 
 pytestmark = pytest.mark.slow
 
@@ -174,6 +174,16 @@ def test_clients_that_never_read_and_idle_sockets_leave_everyone_else_served(pai
     finally:
         for connection in never_reading + idle:
             connection.close()
+
+
+def test_trickling_headers_and_silent_sockets_are_closed_after_the_header_timeout(pair: ServeProcess) -> None:
+    """nginx's `client_header_timeout`; the service alone has no timer before a request's head is complete."""
+    trickle = (pair.port, b"GET /health HTTP/1.1\r\n", b"Host: x\r\n")  # and the head never ends
+    silent = (pair.port,)
+    wait = 3 * LIMITS.header_timeout_s
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda parts: exchange(*parts, pause=0.5, wait=wait), [trickle, silent]))
+    assert answers == [(b"", True), (b"", True)]  # closed by nginx, without an answer, long before the client's wait
 
 
 def test_large_bodies_at_once_go_to_nginx_temporary_files_not_memory(pair: ServeProcess, digit_pngs) -> None:
