@@ -9,11 +9,13 @@ reason, where nginx is not installed; CI (`.ci/run`) installs it and sets MNIST_
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -249,6 +251,18 @@ def test_sigterm_ends_nginx_and_serve_and_leaves_nothing(pair: ServeProcess) -> 
     assert pair.process.returncode == 0 and pair.processes() == [] and seconds < 10
     assert pair.left_in_temporary() == [] and not Path(folders[0]).exists()  # the prefix, socket, bodies removed
     assert "Traceback" not in pair.output() and pair.output().rstrip().endswith("Server stopped.")
+
+
+def test_the_configuration_is_valid_nginx_and_carries_the_service_limits(tmp_path: Path) -> None:
+    nginx_or_skip()
+    limits = dataclasses.replace(LIMITS, max_body_bytes=1234, header_timeout_s=7, send_timeout_s=3)
+    conf = front.nginx_conf(tmp_path, "::", 8080, "off", limits)
+    (tmp_path / "nginx.conf").write_text(conf)
+    checked = subprocess.run([front.find_nginx(), "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    for directive in ("client_max_body_size 1234;", "client_header_timeout 7s;", "send_timeout 3s;", "[::]:8080;"):
+        assert directive in conf
 
 
 def test_without_nginx_public_names_the_fix(
