@@ -55,7 +55,11 @@ class ServeProcess:
             )  # fmt: skip
 
     def __enter__(self) -> ServeProcess:
-        self.wait_until_healthy()
+        try:
+            self.wait_until_healthy()
+        except BaseException:  # `with` calls no __exit__ when __enter__ fails: a server that never got healthy
+            self.close()  # would be left running
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -9,8 +9,8 @@ Two things it cannot do are done with FastAPI and uvicorn, which it builds on:
   (LitServe issue 340). So the route hands the body to a pool of decoder processes (`decoding.PicturePool`: time
   and memory budgets, 503 when busy), then the prepared digit to LitServe's own request handler: the same queue,
   batching, worker and `encode_response` as LitServe's route.
-- Limits on headers, bodies, times and connections, security headers and the access log (`http_guard`): uvicorn's
-  protocol class and an ASGI middleware, passed through `LitServer.run`'s uvicorn options.
+- Limits on bodies and their times, security headers and the access log (`http_guard`): an ASGI middleware; the
+  head size, connections and keep-alive: uvicorn's documented options, passed through `LitServer.run`.
 
 Only what the service needs is served: `/predict`, `/health`, the page and its files; LitServe's `/`, `/info`
 and FastAPI's `/docs`, `/redoc` and `/openapi.json` are not, and no redirect is built from the `Host` header.
@@ -33,7 +33,7 @@ from torchvision.io import encode_png
 
 from mnist_dense.constants import IMAGE_SIZE
 from mnist_dense.deploy.decoding import PicturePool
-from mnist_dense.deploy.http_guard import RequestGuard, guarded_protocol
+from mnist_dense.deploy.http_guard import RequestGuard
 from mnist_dense.deploy.inference import load_inference_model
 from mnist_dense.deploy.limits import LIMITS, ServiceLimits
 
@@ -161,10 +161,19 @@ def build_server(
     return server
 
 
-def uvicorn_options(limits: ServiceLimits = LIMITS) -> dict:
-    """`LitServer.run`'s keyword arguments for uvicorn: our protocol with the limits, and nothing uvicorn adds."""
+def uvicorn_options(limits: ServiceLimits = LIMITS, behind_nginx: bool = False) -> dict:
+    """`LitServer.run`'s keyword arguments for uvicorn: its documented limits, and nothing uvicorn adds.
+
+    Alone, uvicorn's h11 protocol, the one that bounds a request's head (httptools parses 64 MiB of headers); behind
+    nginx, which bounds heads itself, the faster httptools.
+    """
+    head = (
+        {"http": "auto"} if behind_nginx else {"http": "h11", "h11_max_incomplete_event_size": limits.max_header_bytes}
+    )
     return {
-        "http": guarded_protocol(limits),
+        **head,
+        "limit_concurrency": limits.max_connections,  # 503 beyond
+        "backlog": limits.max_connections,
         "timeout_keep_alive": limits.keep_alive_s,
         "ws": "none",  # no websockets here
         "server_header": False,

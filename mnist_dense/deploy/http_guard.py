@@ -1,12 +1,11 @@
-"""What `serve` allows a client at the HTTP level, and the access log: uvicorn's protocol and an ASGI middleware.
+"""What `serve` allows a client at the HTTP level, and the access log: an ASGI middleware and uvicorn's options.
 
-uvicorn bounds neither the size nor the count of headers (httptools parses 64 MiB of them) and has no timeout
-for a request's headers or body; LitServe configures none of it. `GuardedHttpProtocol` (uvicorn's own httptools
-protocol, given to uvicorn as its `http` class) adds the header limits, the header timeout and the cap on open
-connections, refusing with 431, 408 or 503 before the application sees anything. `RequestGuard` (a plain ASGI
-middleware, the outermost one) reads every body within its size and time limits before the application runs, so
-that a body over the limit is answered 413 in a way every client reads; it adds `nosniff` and a
-Content-Security-Policy to every answer and writes one access-log line per request.
+`RequestGuard` (a plain ASGI middleware, the outermost one) reads every body within its size and time limits before
+the application runs, so that a body over the limit is answered 413 in a way every client reads; it adds `nosniff`
+and a Content-Security-Policy to every answer and writes one access-log line per request. What comes before a
+request reaches the application (the size of its head, connections) is bounded by uvicorn's documented options
+(`digit_api.uvicorn_options`); what a server alone cannot do well (head and send timeouts, pipelining, per-client
+limits) is nginx's, in front of `serve --public`.
 """
 
 from __future__ import annotations
@@ -17,9 +16,6 @@ import logging
 import time
 from datetime import datetime, timezone
 
-import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
-
 from mnist_dense.deploy.limits import LIMITS, ServiceLimits
 
 ACCESS_LOG = logging.getLogger("mnist_dense.access")
@@ -28,10 +24,6 @@ ACCESS_LOG.propagate = False  # its own handler (stderr or a file, set by `serve
 API_POLICY = b"default-src 'none'; frame-ancestors 'none'"
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff")]
 LOGGED_PATH_CHARS = 200
-
-
-class Refused(Exception):
-    """Stops the parser after the protocol has answered."""
 
 
 def log_request(client: str, method: str, path: str, status: int, seconds: float, received: int, sent: int) -> None:
@@ -52,131 +44,6 @@ def printable(path: str) -> str:
 
 def client_address(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}" if client else "-"
-
-
-def guarded_protocol(limits: ServiceLimits) -> type[HttpToolsProtocol]:
-    """uvicorn's `http` protocol class with these limits."""
-    return type("GuardedHttpProtocol", (GuardedHttpProtocol,), {"limits": limits})
-
-
-class GuardedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with limits on the request head: size, header count, time; and on connections.
-
-    The head is fed to the parser only up to `max_header_bytes`, so an endless header is refused without being
-    buffered (bytes are counted from the end of the previous request; with pipelining, the part of a head that
-    arrives in the same read as the previous request's end is not); the timer runs from the connection's opening
-    or the previous answer until the head is complete.
-    """
-
-    limits: ServiceLimits = LIMITS
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.head_done, self.head_bytes, self.header_count = False, 0, 0
-        self.head_timer: asyncio.TimerHandle | None = None
-        self.over_capacity = self.refused = False
-        self.started = time.perf_counter()
-
-    def connection_made(self, transport) -> None:
-        super().connection_made(transport)
-        self.over_capacity = len(self.connections) > self.limits.max_connections
-        self.start_head_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.stop_head_timer()
-        super().connection_lost(exc)
-
-    def start_head_timer(self) -> None:
-        self.stop_head_timer()
-        self.head_timer = self.loop.call_later(self.limits.header_timeout_s, self.head_too_slow)
-
-    def stop_head_timer(self) -> None:
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
-
-    def data_received(self, data: bytes) -> None:
-        self._unset_keepalive_if_required()
-        while data and not self.refused:
-            if self.head_done:
-                chunk, data = data, b""
-            else:
-                room = self.limits.max_header_bytes - self.head_bytes
-                if room <= 0:
-                    self.refuse(431, f"the request line and headers are over {self.limits.max_header_bytes:,} bytes")
-                    return
-                chunk, data = data[:room], data[room:]
-                self.head_bytes += len(chunk)
-            try:
-                self.parser.feed_data(chunk)
-            except httptools.HttpParserUpgrade:
-                pass  # no protocol upgrades here (websockets are off): the request is served as plain HTTP
-            except httptools.HttpParserError:
-                if not self.refused:
-                    self.refuse(400, "the request is not valid HTTP/1.1")
-                return
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.header_count = 0
-        self.started = time.perf_counter()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_count += 1
-        if self.header_count > self.limits.max_headers:
-            self.refuse(431, f"the request has more than {self.limits.max_headers} headers")
-            raise Refused
-        super().on_header(name, value)
-
-    def on_headers_complete(self) -> None:
-        self.head_done, self.head_bytes = True, 0
-        self.stop_head_timer()
-        if self.over_capacity:
-            self.refuse(
-                503,
-                f"the server has more than {self.limits.max_connections} connections open; retry in"
-                f" {self.limits.retry_after_s} s",
-                [(b"retry-after", str(self.limits.retry_after_s).encode())],
-            )
-            raise Refused
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self.head_done = False  # what comes next is the head of the next request
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.timeout_keep_alive_task is not None:  # idle, waiting for the next request (no pipelined one queued)
-            self.start_head_timer()
-
-    def head_too_slow(self) -> None:
-        self.head_timer = None
-        if self.head_done or self.refused:
-            return
-        if self.head_bytes:  # part of a request came
-            self.refuse(408, f"the request's headers did not arrive within {self.limits.header_timeout_s:g} s")
-        else:  # nothing came: no request to answer or log
-            self.refused = True
-            self.transport.close()
-
-    def refuse(self, status: int, detail: str, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:
-        """Answer with a JSON detail, close the connection, log the line."""
-        self.refused = True
-        self.stop_head_timer()
-        body = json.dumps({"detail": detail}).encode()
-        headers = [*self.server_state.default_headers, (b"content-type", b"application/json"),
-                   (b"content-length", str(len(body)).encode()), (b"connection", b"close"), *SECURITY_HEADERS,
-                   (b"content-security-policy", API_POLICY), *extra_headers]  # fmt: skip
-        self.transport.write(STATUS_LINE[status] + b"".join(name + b": " + value + b"\r\n" for name, value in headers))
-        self.transport.write(b"\r\n" + body)
-        self.transport.close()
-        try:
-            method = self.parser.get_method().decode("latin-1")  # known once the request line has been parsed
-        except (AttributeError, httptools.HttpParserError):
-            method = "-"
-        path = self.url.decode("latin-1") if getattr(self, "url", b"") else "-"
-        log_request(client_address(self.client), method, path, status, time.perf_counter() - self.started, 0, len(body))
 
 
 class RequestGuard:

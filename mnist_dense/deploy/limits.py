@@ -22,16 +22,23 @@ class ServiceLimits:
     # A body over the limit is still read (and dropped) up to this, so that clients which send the whole body
     # before they read (Python's urllib) get the 413 and its sentence; a larger one is answered and cut off.
     drain_bytes: int = 64_000_000
-    # The request line and the headers together, and the number of headers: 431 beyond.
+    # The request line and the headers together: nginx answers 431 beyond; alone, uvicorn's h11 buffers no more of
+    # a head still arriving.
     max_header_bytes: int = 16_384
-    max_headers: int = 100
-    # The request line and headers must arrive within this of the connection opening or of the previous answer,
-    # the whole body within `body_timeout_s` of the headers: 408 and the connection closed.
+    # nginx: the request line and headers must arrive within this of the connection opening or of the previous
+    # answer (the connection is closed); the whole body within `body_timeout_s` of the headers: 408.
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     # An idle keep-alive connection is closed after this.
     keep_alive_s: int = 5
-    # A request on a connection beyond this many open ones gets 503 and the connection is closed.
+    # Behind nginx (`serve --public`): a client that reads nothing of its answer for this long is dropped; one
+    # connection serves at most this many requests (pipelined ones one at a time); per client address, at most
+    # this many connections and this rate of POST /predict (twice as many in a burst): 429 beyond.
+    send_timeout_s: float = 10.0
+    keepalive_requests: int = 100
+    per_client_connections: int = 32
+    per_client_rate: int = 50
+    # A request on a connection beyond this many open ones gets 503 (uvicorn's `limit_concurrency`).
     max_connections: int = 100
     # Pictures are decoded in this many processes, never on the HTTP event loop.
     decoders: int = field(default_factory=lambda: max(2, available_cores()))

@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 
 from mnist_dense.checkpoints import CheckpointError, read_checkpoint
+from mnist_dense.deploy.front import Front, parse_public
 from mnist_dense.deploy.inference import DeployError, checkpoint_path, fail, require_extra
 from mnist_dense.deploy.limits import LIMITS
 
@@ -57,6 +58,12 @@ def parse_args(args: list[str]) -> argparse.Namespace:
         help="Most requests LitServe batches for the model (default 16; 1 turns dynamic batching off).",
     )
     parser.add_argument("--batch_timeout", type=float, default=0.005, help="Seconds a batch waits to fill.")
+    parser.add_argument(
+        "--public",
+        metavar="HOST:PORT",
+        help="Face the internet: nginx (installed separately) listens on HOST:PORT, e.g. 0.0.0.0:8080, with limits"
+        " from the service's own, in front of the service on a Unix socket; this command starts and stops both.",
+    )
     parser.add_argument(
         "--access_log",
         default="stderr",
@@ -105,7 +112,8 @@ def main(args: list[str]) -> None:
         for ckpt_path in ckpt_paths:
             read_checkpoint(ckpt_path)  # a bad checkpoint stops here, before any process starts
         names = network_names(options.names, ckpt_paths) if len(ckpt_paths) > 1 or options.names else None
-        start_access_log(options.access_log)
+        front = public_front(options.public, options.access_log) if options.public else None
+        start_access_log("off" if front else options.access_log)  # behind nginx, nginx's log is the access log
     except (CheckpointError, DeployError) as err:
         fail(err)
     from mnist_dense.deploy.decoding import REQUEST_EXAMPLE
@@ -113,18 +121,34 @@ def main(args: list[str]) -> None:
 
     server = build_server(ckpt_paths, names, options.max_batch_size, options.batch_timeout)
     shown = "127.0.0.1" if options.host == "0.0.0.0" else "[::1]" if options.host == "::" else options.host
-    url = f"http://{shown}:{options.port}"
+    url = front.url if front else f"http://{shown}:{options.port}"
     batching = "no batching"
     if options.max_batch_size > 1:
         batching = f"batches of up to {options.max_batch_size} requests, {1000 * options.batch_timeout:g} ms to fill"
     served = ", ".join(f"{path} as {name}" for path, name in zip(ckpt_paths, names, strict=True)) if names else ""
+    behind = f" behind nginx on {url}" if front else f" on {url}"
     banner = (
-        f"Serving {served or ckpt_paths[0]} with LitServe ({batching}) on {url}\n"
+        f"Serving {served or ckpt_paths[0]} with LitServe ({batching}){behind}\n"
         f"  POST {url}/predict  {REQUEST_EXAMPLE}    GET {url}/health\n"
         f"  Draw a digit: {url}{PAGE_URL}    (Ctrl-C or SIGTERM stops the server)"
     )
-    run_until_stopped(server, options.host, options.port, banner, uvicorn_options())
+    uvicorn = {**uvicorn_options(behind_nginx=True), "uds": str(front.socket)} if front else uvicorn_options()
+    try:
+        run_until_stopped(server, options.host, options.port, banner, uvicorn, front)
+    except DeployError as err:
+        fail(err)
     gc.freeze()  # the process ends now: Python's last collection of torch's and Lightning's objects took seconds
+
+
+def public_front(public: str, access_log: str) -> Front:
+    """nginx for `--public`, configured but not started; or a `DeployError` (nginx missing, a bad HOST:PORT)."""
+    host, port = parse_public(public)
+    if access_log not in ("stderr", "off") and not os.access(Path(access_log).resolve().parent, os.W_OK):
+        raise DeployError(
+            f"--access_log {access_log}: nginx cannot append to it; name a file in a folder you can write to, or use"
+            " stderr or off."
+        )
+    return Front(host, port, access_log)
 
 
 def start_access_log(target: str) -> None:
@@ -148,22 +172,27 @@ def start_access_log(target: str) -> None:
     ACCESS_LOG.addHandler(handler)
 
 
-def run_until_stopped(server, host: str, port: int, banner: str, options: dict) -> None:
+def run_until_stopped(server, host: str, port: int, banner: str, options: dict, front: Front | None = None) -> None:
     """Run until Ctrl-C or SIGTERM, then make sure every process the server started has ended.
 
     A signal during start-up, before LitServe's own handling is in place, or a shutdown of LitServe's that
-    is cut short, is covered by stopping the child processes that are still alive.
+    is cut short, is covered by stopping the child processes that are still alive. nginx (`front`) starts first
+    (answering 503 until the service listens on its socket) and is asked to quit first, with the same grace.
     """
-    signals = StopSignals(LIMITS.stop_grace_s)
+    signals = StopSignals(LIMITS.stop_grace_s, front)
     logging.getLogger("litserve.server").addFilter(lambda record: not signals.is_litserve_racing_itself(record))
     try:
         signals.install()
+        if front:
+            front.start()
         print(banner, flush=True)  # from here on, Ctrl-C and SIGTERM stop everything this process starts
         server.run(host=host, port=port, generate_client_file=False, log_level="warning", **options)
     except KeyboardInterrupt:
         pass
     finally:
         signals.done.set()
+        if front:
+            front.stop()
         for child in multiprocessing.active_children():
             child.terminate()
         for child in multiprocessing.active_children():
@@ -196,8 +225,8 @@ class StopSignals:
     RETRY_S = 3.0  # LitServe's own shutdown takes about 2 s; an interrupt that is still needed after that is sent again
     HTTP_PROCESS_PREFIX = "LitServer"  # LitServe's name for its uvicorn processes
 
-    def __init__(self, grace_s: float) -> None:
-        self.grace_s = grace_s
+    def __init__(self, grace_s: float, front: Front | None = None) -> None:
+        self.grace_s, self.front = grace_s, front
         self.done, self.http_stopped = threading.Event(), threading.Event()
 
     def handler(self, signum: int, frame: object) -> None:
@@ -232,6 +261,8 @@ class StopSignals:
 
     def stop_in_order(self, reader: socket.socket, writer: socket.socket) -> None:  # holds both ends open
         signum = reader.recv(1)[0]  # the first stop signal
+        if self.front:
+            self.front.quit()  # nginx stops accepting and finishes its requests while the service does the same
         self.stop_http_processes()
         self.http_stopped.set()
         main = threading.main_thread().ident
