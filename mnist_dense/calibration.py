@@ -32,33 +32,40 @@ def calibration_error(probabilities: Tensor, labels: Tensor, bins: int = BINS) -
     return float(metric(probabilities, labels))
 
 
-def reliability_bins(probabilities: Tensor, labels: Tensor, bins: int = BINS) -> list[tuple[float, float, int]]:
-    """Per equal-width bin of the top probability: (mean confidence, accuracy, images); empty bins are left out."""
+def bin_sums(probabilities: Tensor, labels: Tensor, bins: int = BINS) -> Tensor:
+    """Per equal-width bin of the top probability ((0, 1/bins] is the first, as torchmetrics bins): (images, sum of
+    confidences, images right), a (bins, 3) tensor. Sums add up across batches and processes."""
     confidence, predicted = probabilities.max(dim=1)
-    right = (predicted == labels).float()
-    which = (confidence * bins).ceil().clamp(1, bins).long() - 1  # (0, 1/bins] is bin 0, as torchmetrics bins
-    rows = []
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            rows.append((float(confidence[inside].mean()), float(right[inside].mean()), int(inside.sum())))
-    return rows
+    which = (confidence * bins).ceil().clamp(1, bins).long() - 1
+    sums = torch.zeros(bins, 3, dtype=torch.float64, device=probabilities.device)
+    for column, values in enumerate((torch.ones_like(confidence), confidence, (predicted == labels).to(confidence))):
+        sums[:, column].index_add_(0, which, values.double())
+    return sums
 
 
-def reliability_figure(probabilities: Tensor, labels: Tensor, title: str = "", bins: int = BINS) -> Figure:
+def reliability_bins(sums: Tensor) -> list[tuple[float, float, int]]:
+    """(mean confidence, accuracy, images) of each bin that holds images."""
+    return [(float(c / n), float(r / n), int(n)) for n, c, r in sums.tolist() if n > 0]
+
+
+def error_of(sums: Tensor) -> float:
+    """The expected calibration error from `bin_sums`: each bin's |confidence - accuracy|, weighted by its images."""
+    return float((sums[:, 1] - sums[:, 2]).abs().sum() / sums[:, 0].sum())
+
+
+def reliability_figure(sums: Tensor, title: str = "") -> Figure:
     """Accuracy against confidence per bin (a calibrated network lies on the diagonal), and how many images each
-    bin holds."""
+    bin holds; from `bin_sums`."""
     fig = Figure(figsize=(6, 7), layout="tight")
     top, counts = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
-    rows = reliability_bins(probabilities, labels, bins)
-    edges = torch.linspace(0, 1, bins + 1)
-    width = float(edges[1])
+    rows = reliability_bins(sums)
+    width = 1 / len(sums)
     confidence = [c for c, _, _ in rows]
-    top.bar([c for c in confidence], [a for _, a, _ in rows], width=width * 0.9, alpha=0.7, label="accuracy")
+    top.bar(confidence, [a for _, a, _ in rows], width=width * 0.9, alpha=0.7, label="accuracy")
     top.plot([0, 1], [0, 1], "k--", label="calibrated")
     top.plot(confidence, confidence, "r.", label="confidence")
-    ece = calibration_error(probabilities, labels, bins)
-    top.set_title(f"{title}ECE {100 * ece:.2f}% over {bins} bins, {len(labels):,} images".strip())
+    images = int(sums[:, 0].sum())
+    top.set_title(f"{title}ECE {100 * error_of(sums):.2f}% over {len(sums)} bins, {images:,} images".strip())
     top.set_ylabel("accuracy")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
@@ -176,7 +183,9 @@ def main(args: list[str]) -> None:
     os.replace(partial, target)
     folder = target.parent
     for name, scale in (("reliability_uncalibrated.png", 1.0), ("reliability_calibrated.png", temperature)):
-        fig = reliability_figure((test_logits / scale).softmax(dim=1), test_labels, title=f"T = {scale:.3f}: ")
+        fig = reliability_figure(
+            bin_sums((test_logits / scale).softmax(dim=1), test_labels), title=f"T = {scale:.3f}: "
+        )
         fig.savefig(folder / name, dpi=100)
     print(
         f"Temperature {temperature:.3f}, fitted on the run's {len(val_labels):,} validation images; written into"

@@ -37,10 +37,11 @@ def test_the_calibration_error_is_the_count_weighted_gap_of_each_bin() -> None:
     labels = torch.tensor([0, 0, 0, 3])
     expected = 0.5 * abs(0.95 - 1.0) + 0.5 * abs(0.55 - 0.5)
     assert calibration.calibration_error(probabilities, labels) == pytest.approx(expected, abs=1e-6)
-    assert calibration.reliability_bins(probabilities, labels) == [
-        pytest.approx((0.55, 0.5, 2)),
-        pytest.approx((0.95, 1.0, 2)),
-    ]
+    sums = calibration.bin_sums(probabilities, labels)
+    assert calibration.reliability_bins(sums) == [pytest.approx((0.55, 0.5, 2)), pytest.approx((0.95, 1.0, 2))]
+    assert calibration.error_of(sums) == pytest.approx(expected, abs=1e-6)  # torchmetrics' ECE from the sums
+    halves = calibration.bin_sums(probabilities[:2], labels[:2]) + calibration.bin_sums(probabilities[2:], labels[2:])
+    assert torch.equal(halves, sums)  # sums add up across batches (and processes)
 
 
 def test_calibrate_fits_on_validation_and_predict_and_the_inference_module_answer_with_it(

@@ -26,7 +26,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchvision.utils import make_grid
 
-from mnist_dense.calibration import BINS, calibration_error, reliability_figure
+from mnist_dense.calibration import BINS, bin_sums, error_of, reliability_figure
 from mnist_dense.constants import NUM_CLASSES
 
 CURVES = (("loss", "Loss (cross-entropy)"), ("acc", "Accuracy"))
@@ -135,8 +135,7 @@ class RunPlots(L.Callback):
         self.confusion = MulticlassConfusionMatrix(num_classes=NUM_CLASSES)
         self.wrong_images: list[Tensor] = []
         self.wrong_titles: list[str] = []
-        self.probabilities: list[Tensor] = []
-        self.targets: list[Tensor] = []
+        self.calibration = torch.zeros(BINS, 3, dtype=torch.float64)  # `bin_sums` of the test so far
 
     def _folder(self, trainer: L.Trainer) -> Path:
         """Call on every rank: under DDP `trainer.log_dir` is a broadcast, so rank 0 alone would hang."""
@@ -184,7 +183,7 @@ class RunPlots(L.Callback):
         self.confusion = self.confusion.to(pl_module.device)
         self.confusion.reset()
         self.wrong_images, self.wrong_titles = [], []
-        self.probabilities, self.targets = [], []
+        self.calibration = torch.zeros(BINS, 3, dtype=torch.float64, device=pl_module.device)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         if not self.enabled:
@@ -195,8 +194,7 @@ class RunPlots(L.Callback):
             probabilities = (logits / getattr(pl_module, "temperature", 1.0)).softmax(dim=1)  # calibrated, if fitted
         predicted = probabilities.argmax(dim=1)
         self.confusion.update(predicted, targets)
-        self.probabilities.append(probabilities.cpu())
-        self.targets.append(targets.cpu())
+        self.calibration += bin_sums(probabilities, targets)
         room = self.max_misclassified - len(self.wrong_titles)
         if room > 0:
             wrong = (predicted != targets).nonzero().flatten()[:room]
@@ -208,14 +206,14 @@ class RunPlots(L.Callback):
         if not self.enabled:
             return
         matrix = self.confusion.compute().cpu()  # summed over ranks under DDP
+        sums = trainer.strategy.reduce(self.calibration.clone(), reduce_op="sum").cpu()  # every rank's share
         folder = self._folder(trainer)
         if trainer.is_global_zero:
             self._save_test_pictures(trainer, folder, matrix)
-            if self.probabilities and trainer.world_size == 1:  # rank 0's share alone would not be the test set
-                probabilities, targets = torch.cat(self.probabilities), torch.cat(self.targets)
-                path = publish(trainer, reliability_figure(probabilities, targets), folder / "reliability.png")
-                ece = calibration_error(probabilities, targets)
-                print(f"Reliability diagram: {path} (expected calibration error {100 * ece:.2f}% over {BINS} bins)")
+            if sums[:, 0].sum() > 0:
+                path = publish(trainer, reliability_figure(sums), folder / "reliability.png")
+                ece = 100 * error_of(sums)
+                print(f"Reliability diagram: {path} (expected calibration error {ece:.2f}% over {BINS} bins)")
 
     def _save_test_pictures(self, trainer: L.Trainer, folder: Path, matrix: Tensor) -> None:
         png = publish(trainer, confusion_figure(matrix), folder / "confusion_matrix.png")

@@ -190,7 +190,7 @@ def write_onnx(model: PixelsToProbabilities, path: Path) -> None:
     import onnx
 
     program = torch.onnx.export(
-        WithScore(model),
+        WithScore(model).eval(),
         example_input(),
         input_names=[INPUT_NAME],
         output_names=[OUTPUT_NAME, SCORE_NAME],
@@ -218,7 +218,7 @@ def load_onnx(path: Path) -> tuple[str, Callable[[Tensor], Tensor]]:
 
 
 def write_pt2(model: PixelsToProbabilities, path: Path) -> None:
-    program = torch.export.export(WithScore(model), example_input(), dynamic_shapes=batch_dimension())
+    program = torch.export.export(WithScore(model).eval(), example_input(), dynamic_shapes=batch_dimension())
     torch.export.save(program, path)
 
 
