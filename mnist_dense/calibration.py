@@ -11,7 +11,6 @@ set) and writes it into the checkpoint, where `predict`, `serve`, `export` and t
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import torch
@@ -134,7 +133,7 @@ def logits_of(model, images: Tensor, normalization: str) -> Tensor:
 
 
 def main(args: list[str]) -> None:
-    from mnist_dense.checkpoints import CheckpointError, read_checkpoint, trained_normalization
+    from mnist_dense.checkpoints import AtomicCheckpointIO, CheckpointError, read_checkpoint, trained_normalization
     from mnist_dense.data import MNISTDataError, load_split
     from mnist_dense.data.files import default_data_dir
     from mnist_dense.data.sampling import split_indices
@@ -154,9 +153,8 @@ def main(args: list[str]) -> None:
                 " to fit: train with a validation split, e.g. `python -m mnist_dense fit --data.val_size 5000`,"
                 " then calibrate that run's checkpoint."
             )
-        data_dir = options.data_dir or data.get("data_dir") or default_data_dir()
-        if not Path(data_dir).is_dir():
-            data_dir = default_data_dir()
+        saved = data.get("data_dir")  # the run's folder, if it is still there (a run from another machine's is not)
+        data_dir = options.data_dir or (saved if saved and Path(saved).is_dir() else default_data_dir())
         normalization = trained_normalization(checkpoint, "unit")
         model = MNISTClassifier.load_from_checkpoint(path, map_location="cpu").eval()
         images, labels = load_split(data_dir, "train")
@@ -178,9 +176,7 @@ def main(args: list[str]) -> None:
         "not_a_digit": {"score": "energy", "threshold": threshold, "digits_kept": DIGITS_KEPT},
     }
     target = options.output or path
-    partial = target.with_name(f".{target.name}.partial")
-    torch.save(checkpoint, partial)
-    os.replace(partial, target)
+    AtomicCheckpointIO().save_checkpoint(checkpoint, target)  # as fit writes checkpoints: beside, fsync, rename
     folder = target.parent
     for name, scale in (("reliability_uncalibrated.png", 1.0), ("reliability_calibrated.png", temperature)):
         fig = reliability_figure(
