@@ -86,6 +86,15 @@ def pad_png(page) -> bytes:
     return base64.b64decode(url.split(",", 1)[1])
 
 
+def draw_and_predict(page, strokes: list[Stroke], as_drawn: bool = False, steps: int = 6) -> None:
+    """A fresh drawing on the pad, "As drawn" set as asked, Predict pressed, and the answer on the screen."""
+    page.click("#clear")
+    page.set_checked("#as-drawn", as_drawn)
+    draw(page, strokes, steps=steps)
+    page.click("#predict")
+    page.wait_for_selector("#answer:not([hidden])")
+
+
 @contextlib.contextmanager
 def static_server(folder: Path) -> Iterator[str]:
     """`python -m http.server --directory FOLDER` on a free loopback port, as the docs start it; yields its URL."""

@@ -25,6 +25,7 @@ from benchmarks.browser import (
     SCORE_IN_PAGE,
     STROKES,
     draw,
+    draw_and_predict,
     launch,
     open_static_page,
     pad_png,
@@ -76,11 +77,7 @@ def compare_preparation(browser, url: str) -> tuple[int, int, int]:
     drawings += [(strokes, True) for strokes in [*STROKES.values(), *MORE_DRAWINGS]]
     largest = differing = 0
     for strokes, as_drawn in drawings:
-        page.click("#clear")
-        page.set_checked("#as-drawn", as_drawn)
-        draw(page, strokes)
-        page.click("#predict")
-        page.wait_for_selector("#answer:not([hidden])")
+        draw_and_predict(page, strokes, as_drawn)
         expected = prepare_picture(pad_png(page), as_drawn=as_drawn).flatten().int()
         apart = (torch.tensor(prepared_pixels(page)) - expected).abs()
         largest, differing = max(largest, int(apart.max())), differing + int((apart > 0).sum())

@@ -19,6 +19,7 @@ from benchmarks.browser import (
     SCORE_IN_PAGE,
     STROKES,
     draw,
+    draw_and_predict,
     open_static_page,
     pad_png,
     prepared_pixels,
@@ -87,11 +88,7 @@ def test_drawings_are_prepared_and_answered_in_the_page_as_python_does(browser, 
     drawings += [(each, False) for each in MORE_DRAWINGS]
     differing = 0
     for strokes, as_drawn in drawings:
-        page.click("#clear")
-        page.set_checked("#as-drawn", as_drawn)
-        draw(page, strokes, steps=2)
-        page.click("#predict")
-        page.wait_for_selector("#answer:not([hidden])")
+        draw_and_predict(page, strokes, as_drawn, steps=2)
         expected = prepare_picture(pad_png(page), as_drawn=as_drawn)
         seen = torch.tensor(prepared_pixels(page), dtype=torch.uint8).reshape(28, 28)
         apart = (seen.int() - expected.int()).abs()
@@ -215,10 +212,7 @@ def test_with_a_threshold_the_page_says_not_a_digit_where_python_would(
     with static_server(folder) as url:
         page, _, _ = open_static_page(browser, url)
         for strokes, score in zip(drawings, scores, strict=True):
-            page.click("#clear")
-            draw(page, strokes, steps=2)
-            page.click("#predict")
-            page.wait_for_selector("#answer:not([hidden])")
+            draw_and_predict(page, strokes, steps=2)
             words = page.text_content("#networks .digit")
             assert words.startswith("Not a digit" if score > sum(scores) / 2 else "It is a"), (score, words)
         page.close()
