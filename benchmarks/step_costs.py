@@ -315,12 +315,12 @@ VARIANTS: dict[str, tuple[str, list[str], dict[str, str]]] = {
 
 def run_as(class_path: str, args: list[str]) -> None:
     """The package's CLI with another LightningModule class in place of `MNISTClassifier`."""
-    from mnist_dense import cli
+    from mnist_dense import cli, commands
 
     module, _, name = class_path.rpartition(".")
     cli.MNISTClassifier = getattr(importlib.import_module(module), name)
     try:
-        cli.main(args)
+        commands.main(args)
     finally:
         cli.MNISTClassifier = MNISTClassifier
 

@@ -1,4 +1,4 @@
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""`python -m mnist_dense fit|validate|test|predict`: LightningCLI with the tutorial as its defaults."""
+"""`fit`, `validate`, `test` and `predict`: LightningCLI with the tutorial as its defaults, and its hooks."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 
 from mnist_dense import runtime
 from mnist_dense.callbacks import KerasProgressBar, KerasSummary, PredictionCSVWriter, RunPlots, SaveOnInterrupt
-from mnist_dense.callbacks.interrupt import interrupted_exit_code
 from mnist_dense.checkpoints import (
     LAST_NAME,
     RUNS_DIR,
@@ -29,10 +28,9 @@ from mnist_dense.checkpoints import (
     trained_normalization,
 )
 from mnist_dense.constants import TUTORIAL_EPOCHS, TUTORIAL_HIDDEN
-from mnist_dense.data import MNISTDataError, MNISTDataModule
+from mnist_dense.data import MNISTDataModule
 from mnist_dense.model import DenseNet, class_path, describe, network_spec
 from mnist_dense.module import MNISTClassifier, check_network_choice
-from mnist_dense.pictures import OwnImagesError
 
 DEFAULT_SEED = 0
 
@@ -62,6 +60,11 @@ def check_accelerator(accelerator: object) -> None:
 
 
 SCRIPT = "mnist-dense"  # pyproject.toml's [project.scripts]
+DESCRIPTION = (
+    "The Keras tutorial's MNIST dense network, trained with Lightning. Also: `export --ckpt_path CKPT` (ONNX, pt2 or a"
+    " static page), `serve --ckpt_path CKPT` (HTTP and a drawing page), `calibrate --ckpt_path CKPT` (calibrated"
+    ' probabilities and "not a digit") and `sweep` (an Optuna search of fit\'s settings); each takes --help.'
+)
 
 
 def command_name() -> str:
@@ -71,6 +74,30 @@ def command_name() -> str:
 
 
 class MNISTDenseCLI(LightningCLI):
+    """LightningCLI of `MNISTClassifier` and `MNISTDataModule`, with the tutorial's defaults (5 epochs, seed 0, runs/).
+
+    `callbacks` join the Trainer's without entering config.yaml (the sweep's pruning callback); `run=False` parses
+    and builds without running a subcommand, as LightningCLI's own `run` does.
+    """
+
+    def __init__(
+        self, args: list[str] | None = None, run: bool = True, callbacks: list[Callback] | None = None
+    ) -> None:
+        super().__init__(
+            MNISTClassifier,
+            MNISTDataModule,
+            seed_everything_default=DEFAULT_SEED,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={
+                "max_epochs": TUTORIAL_EPOCHS,
+                "default_root_dir": RUNS_DIR,
+                "callbacks": [SaveOnInterrupt(), *(callbacks or [])],
+            },
+            parser_kwargs={"prog": command_name(), "description": DESCRIPTION},
+            args=args,
+            run=run,
+        )
+
     def add_arguments_to_parser(self, parser) -> None:
         # Two stock ModelCheckpoints: the best epoch by validation accuracy (what `fit` tests), and last.ckpt,
         # rewritten at the end of every epoch (with save_last, Lightning rewrites it only when the best improved).
@@ -209,15 +236,6 @@ class MNISTDenseCLI(LightningCLI):
         super().instantiate_classes()
 
 
-# Subcommands that are not Trainer methods: each module has its own `main(args)`.
-OTHER_COMMANDS = {
-    "calibrate": "mnist_dense.calibration",
-    "export": "mnist_dense.deploy.export",
-    "serve": "mnist_dense.deploy.serve",
-    "sweep": "mnist_dense.sweep",
-}
-
-
 def asked_network(model: Namespace) -> tuple[object, int] | None:
     """`(net, hidden)` as the command line gives them, or None when it leaves the network to the checkpoint."""
     if model.net is None and model.hidden == TUTORIAL_HIDDEN:
@@ -268,43 +286,3 @@ def share_one_version(loggers: list) -> None:
             version = CSVLogger(shared[0].save_dir, name=shared[0].name).version  # Lightning's rule: the next free
             for args in shared:
                 args.version = version
-
-
-def main(args: list[str] | None = None, callbacks: list[Callback] | None = None) -> MNISTDenseCLI | None:
-    """Run a subcommand; `callbacks` join the Trainer's without entering config.yaml (the sweep's pruning callback)."""
-    argv = sys.argv[1:] if args is None else list(args)
-    if argv and argv[0] in OTHER_COMMANDS:
-        importlib.import_module(OTHER_COMMANDS[argv[0]]).main(argv[1:])
-        return None
-    runtime.set_up(command_line=args is None)
-    threads = torch.get_num_threads()
-    try:
-        return MNISTDenseCLI(
-            MNISTClassifier,
-            MNISTDataModule,
-            seed_everything_default=DEFAULT_SEED,
-            save_config_kwargs={"overwrite": True},
-            trainer_defaults={
-                "max_epochs": TUTORIAL_EPOCHS,
-                "default_root_dir": RUNS_DIR,
-                "callbacks": [SaveOnInterrupt(), *(callbacks or [])],
-            },
-            parser_kwargs={
-                "prog": command_name(),
-                "description": "The Keras tutorial's MNIST dense network, trained with Lightning. Also:"
-                " `export --ckpt_path CKPT` (ONNX, pt2 or a static page), `serve --ckpt_path CKPT` (HTTP and a drawing"
-                ' page), `calibrate --ckpt_path CKPT` (calibrated probabilities and "not a digit") and `sweep` (an'
-                " Optuna search of fit's settings); each takes --help.",
-            },
-            args=args,
-        )
-    except (MNISTDataError, CheckpointError, OwnImagesError, UnavailableDeviceError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except SystemExit:
-        code = interrupted_exit_code()  # Lightning exits 1 (Ctrl-C) or 0 (SIGTERM) after an interrupt
-        if code is None:
-            raise
-        raise SystemExit(code) from None
-    finally:
-        torch.set_num_threads(threads)  # `--threads` was for this command: a Python caller keeps its own

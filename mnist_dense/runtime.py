@@ -1,5 +1,5 @@
 """How the command line sets up its own process: the allocator, CUDA's availability check, the collector, and what
-is printed. Each setting is applied by `mnist_dense.cli.main`, with its measured reason in one line; none changes a
+is printed. Each setting is applied by `mnist_dense.commands.main`, with its measured reason in one line; none changes a
 computed figure. A Python caller of `main(args)` keeps its own allocator settings."""
 
 from __future__ import annotations

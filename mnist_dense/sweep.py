@@ -7,7 +7,7 @@ alone. The objective is the last epoch's accuracy on the `--data.val_size` held-
 given): no trial touches the test set. optuna-integration's `PyTorchLightningPruningCallback` reports every epoch's
 value to Optuna's pruner, which stops hopeless trials (state PRUNED).
 
-Trials run in this process, through the same `mnist_dense.cli.main` as `fit`, not as child processes: a trial then
+Trials run in this process, through the same `mnist_dense.commands.main` as `fit`, not as child processes: a trial then
 costs no interpreter start and imports (4-5 s here, a quarter of a 5-epoch trial), and Optuna's Lightning callback
 gets the live `Trial` without entering the trial's config.yaml. Failures and signals stay where `fit` already
 handles them: an error marks the trial FAIL and stops the search with fit's message; Ctrl-C or SIGTERM stop the
@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from mnist_dense.cli import main as cli_main
+from mnist_dense.commands import main as cli_main
 from mnist_dense.constants import TEST_COUNT, TRAIN_COUNT, TUTORIAL_EPOCHS
 
 try:

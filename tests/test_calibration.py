@@ -12,7 +12,7 @@ import torch
 
 from mnist_dense import calibration
 from mnist_dense.checkpoints import read_checkpoint
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from mnist_dense.data import MNISTDataModule, load_split
 from mnist_dense.data.sampling import split_indices
 from mnist_dense.deploy.inference import load_inference_model

@@ -14,7 +14,7 @@ import torch
 
 from mnist_dense import MNISTClassifier, MNISTDataModule
 from mnist_dense.checkpoints import CheckpointError, find_latest_checkpoint, peek_checkpoint, trained_normalization
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from tests.conftest import cpu_trainer
 
 PLAIN = (bool, int, float, str, type(None))

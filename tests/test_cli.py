@@ -15,7 +15,7 @@ import yaml
 
 from mnist_dense import MNISTClassifier, MNISTDataModule
 from mnist_dense.checkpoints import read_checkpoint
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from tests.conftest import REPO, cpu_trainer
 from tests.tiny_runs import fit_tiny, logged
 

@@ -27,7 +27,7 @@ from mnist_dense import MNISTClassifier
 from mnist_dense.callbacks import KerasProgressBar
 from mnist_dense.callbacks.progress import running_figures
 from mnist_dense.callbacks.summary import keras_summary
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from tests.conftest import REPO
 
 # `Epoch 1/5 - 3.1 s - loss: 0.2947 - accuracy: 0.9148`, with ` - val_loss: ... - val_accuracy: ...` when validated

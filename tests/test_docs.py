@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks import docs_tables
 from mnist_dense import calibration, shift, show, sweep
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from mnist_dense.deploy import export, serve
 from tests.conftest import REPO
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mnist_dense.checkpoints import CheckpointError
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from mnist_dense.data import MNISTDataModule
 from mnist_dense.data import files as data
 from mnist_dense.module import MNISTClassifier

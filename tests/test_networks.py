@@ -14,7 +14,7 @@ import yaml
 
 from mnist_dense import MNISTClassifier, MNISTDataModule
 from mnist_dense.checkpoints import CheckpointError, read_checkpoint
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from mnist_dense.model import ClassicConvNet, DenseNet, GlobalPoolConvNet
 from tests.test_failures import fails, one_paragraph, snapshot
 from tests.tiny_runs import fit_tiny

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mnist_dense import MNISTClassifier
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from mnist_dense.model import DenseNet, GlobalPoolConvNet
 from tests.conftest import BUNDLED_DATA
 

@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision.io import write_png
 
 from mnist_dense import MNISTClassifier
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from mnist_dense.data import load_split
 from mnist_dense.pictures import DIGIT_BOX, OwnImagesError, load_own_images, prepare_digit
 from mnist_dense.scaling import to_model_input

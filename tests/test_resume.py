@@ -20,7 +20,7 @@ import torch
 
 from mnist_dense import checkpoints
 from mnist_dense.checkpoints import AtomicCheckpointIO, find_latest_checkpoint, read_checkpoint
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from tests.conftest import REPO
 
 TINY = ["--data.val_size", "100", "--data.batch_size", "32", "--test_after_fit", "false"]

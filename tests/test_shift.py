@@ -109,7 +109,7 @@ def test_bad_values_exit_2_with_one_line_naming_the_option(
 
 
 def test_a_negative_translation_is_refused_at_parse_time(capsys: pytest.CaptureFixture) -> None:
-    from mnist_dense.cli import main as cli_main
+    from mnist_dense.commands import main as cli_main
 
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["fit", "--data.max_translate", "-1"])

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from mnist_dense import sweep
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from tests.conftest import REPO
 from tests.tiny_runs import logged
 

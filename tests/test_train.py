@@ -1,6 +1,6 @@
 """The Trainer flags a Lightning user reaches for, each run through the real CLI and held to its documented meaning.
 
-Modelled on lightning-hydra-template's tests/test_train.py. Every run is `mnist_dense.cli.main` in this process,
+Modelled on lightning-hydra-template's tests/test_train.py. Every run is `mnist_dense.commands.main` in this process,
 on the tiny fake digits of conftest (500 training images after a 100-image validation split, so 16 steps of 32
 an epoch). What a flag did is read back from what the run left: the batches and validations `LoopRecorder` saw,
 metrics.csv, the checkpoints, and what the CLI printed. Expected values are derived from the flags, not copied
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from mnist_dense import MNISTClassifier
 from mnist_dense.checkpoints import read_checkpoint
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from mnist_dense.data import MNISTDataModule
 from tests.conftest import cpu_trainer
 from tests.helpers import LoopRecorder, read_events

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 
 
 def train_tiny(data_dir: Path, root: Path, *extra: str) -> None:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from litserve.utils import wrap_litserve_start
 from torchvision.io import write_jpeg
 
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from mnist_dense.deploy.digit_api import build_server
 from mnist_dense.deploy.export import export
 from mnist_dense.deploy.inference import load_inference_model

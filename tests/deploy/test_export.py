@@ -13,7 +13,7 @@ import onnxruntime
 import pytest
 import torch
 
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from mnist_dense.data import load_split
 from mnist_dense.deploy import export
 from mnist_dense.module import MNISTClassifier

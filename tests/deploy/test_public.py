@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.serve_process import ServeProcess, free_port
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from mnist_dense.deploy import front
 from mnist_dense.deploy.limits import LIMITS
 from tests.deploy.test_http_guard import exchange, parsed

@@ -21,7 +21,7 @@ from litserve.utils import wrap_litserve_start
 from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from mnist_dense.deploy.digit_api import build_server
 from mnist_dense.deploy.limits import LIMITS
 from mnist_dense.pictures import prepare_picture

@@ -24,7 +24,7 @@ import pytest
 
 from benchmarks.hostile import large_png
 from benchmarks.serve_process import ServeProcess
-from mnist_dense.cli import main
+from mnist_dense.commands import main
 from mnist_dense.deploy.http_guard import ACCESS_LOG
 from mnist_dense.deploy.limits import LIMITS
 from mnist_dense.deploy.serve import start_access_log
