@@ -16,9 +16,10 @@ from typing import IO, Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch import nn
 
 from mnist_dense.constants import TUTORIAL_HIDDEN
-from mnist_dense.model import describe, known_networks, network_class, network_spec
+from mnist_dense.model import class_path, describe, is_ours, known_networks, network_config
 
 # Where runs go by default (`--trainer.default_root_dir`), and so where `--ckpt_path last` looks.
 RUNS_DIR = "runs"
@@ -127,28 +128,28 @@ def peek_checkpoint(source: str | os.PathLike | IO) -> dict[str, Any]:
 
 
 def saved_network(path: str | os.PathLike | IO | None, checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """The network a checkpoint's hyperparameters name (`network_spec`); a class of another package is refused.
+    """The `network_config` of the network a checkpoint's hyperparameters name; a class of another package is refused.
 
     Checked on the class path alone: a checkpoint naming another class (which Lightning's loader would import and
     build) stops here, and nothing of it is imported.
     """
     hparams = checkpoint.get("hyper_parameters") or {}
-    spec = network_spec(hparams.get("net"), hparams.get("hidden", TUTORIAL_HIDDEN))
-    if network_class(spec["class_path"]) is None:
+    net = hparams.get("net")
+    if net is not None and not is_ours(net):
         raise CheckpointError(
-            f"{_which(path)} names the network {spec['class_path']!r}, which is not"
+            f"{_which(path)} names the network {class_path(net)!r}, which is not"
             f" one of this package's networks ({known_networks()}); it was not imported. Give a checkpoint of"
             " `python -m mnist_dense fit` with --ckpt_path (or load one you trust with that class's own code)."
         )
-    return spec
+    return network_config(net, hparams.get("hidden", TUTORIAL_HIDDEN))
 
 
 def check_network(
-    path: str | Path | None, checkpoint: dict[str, Any], built: dict[str, Any], expected: dict[str, torch.Tensor]
+    path: str | Path | None, checkpoint: dict[str, Any], built: nn.Module, expected: dict[str, torch.Tensor]
 ) -> None:
     """Refuse weights of another network or size with both named, instead of load_state_dict's key or shape error.
 
-    `built` is the `network_spec` of the model the weights go into, `expected` its state dict.
+    `built` is the network the weights go into, `expected` the state dict of the model around it.
     """
     saved = checkpoint["state_dict"]
     differences = [
@@ -161,9 +162,9 @@ def check_network(
     if differences:
         raise CheckpointError(
             f"{_which(path)} holds a {describe(saved_network(path, checkpoint))} network, but the model built here is a"
-            f" {describe(built)} ({differences[0]}). Drop --model.net and --model.hidden (the checkpoint's network is"
-            " then used), or build the model with the checkpoint's network (MNISTClassifier.load_from_checkpoint"
-            " does it)."
+            f" {describe(network_config(built))} ({differences[0]}). Drop --model.net and --model.hidden (the"
+            " checkpoint's network is then used), or build the model with the checkpoint's network"
+            " (MNISTClassifier.load_from_checkpoint does it)."
         )
 
 

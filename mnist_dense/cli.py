@@ -29,8 +29,9 @@ from mnist_dense.checkpoints import (
 )
 from mnist_dense.constants import TUTORIAL_EPOCHS, TUTORIAL_HIDDEN
 from mnist_dense.data import MNISTDataModule
-from mnist_dense.model import DenseNet, class_path, describe, network_spec
-from mnist_dense.module import MNISTClassifier, check_network_choice
+from mnist_dense.data.datamodule import DATA_CHECKED, data_argument_problem
+from mnist_dense.model import DenseNet, class_path, describe, network_config
+from mnist_dense.module import MNISTClassifier, hyperparameter_problem
 
 DEFAULT_SEED = 0
 
@@ -147,10 +148,13 @@ class MNISTDenseCLI(LightningCLI):
         if config:
             check_accelerator(config.trainer.accelerator)
         if config and config.get("model"):
-            try:
-                check_network_choice(config.model.net, config.model.hidden)
-            except ValueError as err:
-                parser.error(f"--model.{err}")
+            m, data = config.model, config.data
+            for flag, problem in (
+                ("model", hyperparameter_problem(m.net, m.hidden, m.lr, m.lr_schedule, m.non_digit_weight)),
+                ("data", data_argument_problem(**{name: data[name] for name in DATA_CHECKED})),
+            ):
+                if problem:
+                    parser.error(f"--{flag}.{problem}")
         if not config or not config.get("ckpt_path"):
             return
         if config.ckpt_path == "last":
@@ -158,8 +162,10 @@ class MNISTDenseCLI(LightningCLI):
         checkpoint = read_checkpoint(config.ckpt_path)
         saved = saved_network(config.ckpt_path, checkpoint)  # another package's class: refused, never imported
         asked = asked_network(config.model)
-        if asked is not None and network_spec(*asked) != saved:
-            flag = f"--model.hidden {asked[1]}" if asked[0] is None else f"--model.net {describe(network_spec(*asked))}"
+        if asked is not None and network_config(*asked) != saved:
+            flag = (
+                f"--model.hidden {asked[1]}" if asked[0] is None else f"--model.net {describe(network_config(*asked))}"
+            )
             raise CheckpointError(
                 f"Checkpoint {config.ckpt_path} holds a {describe(saved)} network, but {flag} was asked for. Drop"
                 " --model.net and --model.hidden (the checkpoint's network is then used), or drop --ckpt_path to train"
@@ -247,7 +253,7 @@ def default_threads(model: Namespace) -> int | None:
     """`--threads` left unset: OMP_NUM_THREADS where set (None: torch reads it), else 1 for the dense network."""
     if "OMP_NUM_THREADS" in os.environ:
         return None
-    return 1 if network_spec(model.net, model.hidden)["class_path"] == class_path(DenseNet) else None
+    return 1 if network_config(model.net)["class_path"] == class_path(DenseNet) else None
 
 
 def _is_a(item: object, kind: type | tuple[type, ...]) -> bool:

@@ -128,70 +128,52 @@ class GlobalPoolConvNet(ConvNetBase):
 NETWORKS: dict[str, type[nn.Module]] = {net.__name__: net for net in (DenseNet, ClassicConvNet, GlobalPoolConvNet)}
 
 
-def class_path(kind: type[nn.Module]) -> str:
-    return f"{kind.__module__}.{kind.__qualname__}"
-
-
-def network_class(path: str) -> type[nn.Module] | None:
-    """The network class a class path names, if it is one of `NETWORKS`; None otherwise. Imports nothing."""
-    module, _, name = str(path).rpartition(".")
-    kind = NETWORKS.get(name)
-    return kind if kind is not None and module == __name__ else None
-
-
-def network_spec(net: Any, hidden: int = TUTORIAL_HIDDEN) -> dict[str, Any]:
-    """`{"class_path", "init_args"}` with every init arg, as plain values, for a network given any way.
-
-    `net` is an instance, a config (dict or jsonargparse Namespace, as LightningCLI and checkpoints hold it) or
-    None (the tutorial's DenseNet of `hidden` units). A class outside `NETWORKS` keeps its path and its own args.
-    """
-    if net is None:
-        return {"class_path": class_path(DenseNet), "init_args": {"hidden": int(hidden)}}
+def class_path(net: object) -> str:
+    """The class path of a network given as an instance, or as a config (`{"class_path", "init_args"}`: a dict or a
+    jsonargparse Namespace, as LightningCLI and checkpoints hold it)."""
+    if isinstance(net, type):
+        return f"{net.__module__}.{net.__qualname__}"
     if isinstance(net, nn.Module):
-        kind, given = type(net), {name: getattr(net, name, None) for name in _init_arg_names(type(net))}
-    else:
-        config = _as_dict(net)
-        path, given = str(config.get("class_path", repr(net))), _as_dict(config.get("init_args"))
-        kind = network_class(path)
-        if kind is None:
-            return {"class_path": path, "init_args": given}
-    defaults = {name: p.default for name, p in inspect.signature(kind).parameters.items()}
-    init_args = {name: _plain(given.get(name, default)) for name, default in defaults.items()}
-    return {"class_path": class_path(kind), "init_args": init_args}
+        return class_path(type(net))
+    return str(net.get("class_path") if hasattr(net, "get") else net)
 
 
-def build_network(spec: dict[str, Any]) -> nn.Module:
-    """The network of a spec from `network_spec`; only `NETWORKS` are built (ValueError naming the others)."""
-    kind = network_class(spec["class_path"])
-    if kind is None:
-        raise ValueError(f"{spec['class_path']!r} is not one of this package's networks ({known_networks()}).")
-    return kind(**spec["init_args"])
+def is_ours(net: object) -> bool:
+    """Whether a network (an instance or a config) is one of `NETWORKS`, judged on its whole class path alone."""
+    module, _, name = class_path(net).rpartition(".")
+    kind = NETWORKS.get(name) if module == __name__ else None
+    return kind is not None and (not isinstance(net, nn.Module) or type(net) is kind)
 
 
-def describe(spec: dict[str, Any]) -> str:
-    """`GlobalPoolConvNet(channels=16)`: a network spec as a person reads it."""
-    name = spec["class_path"].rpartition(".")[2]
-    return f"{name}({', '.join(f'{k}={v}' for k, v in spec['init_args'].items())})"
+def build_network(config: Any) -> nn.Module:
+    """The network a config names, built with its init args. Only `NETWORKS` are built, and nothing is imported:
+    a class path outside this module is a ValueError that names this package's networks."""
+    if not is_ours(config):
+        raise ValueError(f"{class_path(config)!r} is not one of this package's networks ({known_networks()}).")
+    config = network_config(config)
+    return NETWORKS[config["class_path"].rpartition(".")[2]](**config["init_args"])
+
+
+def network_config(net: object = None, hidden: int = TUTORIAL_HIDDEN) -> dict[str, Any]:
+    """`{"class_path", "init_args"}` as a checkpoint keeps it, for a network given as an instance, a config, or None
+    (the tutorial's DenseNet of `hidden` units): what is compared to tell whether two networks are the same."""
+    if net is None:
+        return {"class_path": class_path(DenseNet), "init_args": {"hidden": hidden}}
+    if isinstance(net, nn.Module):
+        names = [name for name in inspect.signature(type(net)).parameters if name not in ("args", "kwargs")]
+        return {"class_path": class_path(net), "init_args": {name: getattr(net, name) for name in names}}
+    init_args = net.get("init_args") or {}
+    return {
+        "class_path": class_path(net),
+        "init_args": init_args.as_dict() if hasattr(init_args, "as_dict") else dict(init_args),
+    }
+
+
+def describe(config: dict[str, Any]) -> str:
+    """`GlobalPoolConvNet(channels=16)`: a `network_config` as a person reads it."""
+    name = config["class_path"].rpartition(".")[2]
+    return f"{name}({', '.join(f'{k}={v}' for k, v in config['init_args'].items())})"
 
 
 def known_networks() -> str:
-    return ", ".join(class_path(kind) for kind in NETWORKS.values())
-
-
-def _init_arg_names(kind: type) -> list[str]:
-    return [name for name in inspect.signature(kind).parameters if name not in ("self", "args", "kwargs")]
-
-
-def _as_dict(config: Any) -> dict[str, Any]:
-    """A jsonargparse Namespace or a mapping as a dict (anything else as an empty one)."""
-    if hasattr(config, "as_dict"):
-        return config.as_dict()
-    return dict(config) if isinstance(config, dict) else {}
-
-
-def _plain(value: Any) -> Any:
-    """jsonargparse's PositiveInt and friends as int/float: torch's `weights_only` load refuses other classes."""
-    for plain in (bool, int, float, str):
-        if isinstance(value, plain):
-            return plain(value)
-    return value
+    return ", ".join(f"{__name__}.{name}" for name in NETWORKS)

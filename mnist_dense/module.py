@@ -16,7 +16,6 @@ from typing import IO, Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from jsonargparse.typing import PositiveFloat, PositiveInt
 from lightning.pytorch.plugins.precision import FSDPPrecision, MixedPrecision
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
@@ -25,7 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from mnist_dense.calibration import energy, temperature_of, threshold_of
 from mnist_dense.checkpoints import check_network, peek_checkpoint, saved_network
 from mnist_dense.constants import IMAGE_SIZE, KERAS_ADAM_EPS, NOT_A_DIGIT, NUM_CLASSES, TUTORIAL_HIDDEN, TUTORIAL_LR
-from mnist_dense.model import build_network, known_networks, network_class, network_spec
+from mnist_dense.model import DenseNet, build_network, class_path, is_ours, known_networks, network_config
 
 Batch = tuple[Tensor, Tensor]
 STAGES = ("train", "val", "test")
@@ -50,32 +49,23 @@ class MNISTClassifier(L.LightningModule):
     def __init__(
         self,
         net: nn.Module | None = None,
-        hidden: PositiveInt = TUTORIAL_HIDDEN,
-        lr: PositiveFloat = TUTORIAL_LR,
+        hidden: int = TUTORIAL_HIDDEN,
+        lr: float = TUTORIAL_LR,
         lr_schedule: Literal["constant", "onecycle"] = "constant",
         non_digit_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.temperature = 1.0  # the softmax as trained; `calibrate` fits another, kept in the checkpoint
         self.not_a_digit_threshold: float | None = None  # set by `calibrate`: a score above it is not a digit
-        for name, kind, value in (("hidden", PositiveInt, hidden), ("lr", PositiveFloat, lr)):
-            try:
-                kind(value)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"MNISTClassifier({name}={value!r}): {err}") from None
-        if not non_digit_weight >= 0:
-            raise ValueError(f"MNISTClassifier(non_digit_weight={non_digit_weight!r}): give 0 (off) or more.")
-        if lr_schedule not in ("constant", "onecycle"):
-            raise ValueError(f"MNISTClassifier(lr_schedule={lr_schedule!r}): use 'constant' or 'onecycle'.")
-        # Plain int and float in the hyperparameters, whoever builds the module: jsonargparse (which
-        # `load_from_checkpoint` uses for a CLI checkpoint) passes its PositiveInt/PositiveFloat, and a checkpoint
-        # holding those cannot be read back with torch's `weights_only` loading.
-        hidden, lr, non_digit_weight = int(hidden), float(lr), float(non_digit_weight)
-        network = choose_network(net, hidden)
-        if isinstance(net, nn.Module):
-            net = network_spec(net)  # its config, not the instance: torch's weights_only load refuses a pickled module
+        problem = hyperparameter_problem(net, hidden, lr, lr_schedule, non_digit_weight)
+        if problem:
+            raise ValueError(f"MNISTClassifier: {problem}")
+        if isinstance(net, dict):  # a checkpoint's config, as Lightning rebuilds a model saved without the CLI
+            net = build_network(net)
+        self.net = net if net is not None else DenseNet(hidden)
+        # The network's config in the hyperparameters, not the instance: a weights_only load refuses a pickled module.
+        net = network_config(net) if net is not None else None
         self.save_hyperparameters()
-        self.net = network
         # One metric object per stage. Keras' accuracy is micro (the fraction right); torchmetrics' default is macro.
         # No argument checks or NaN checks in training: each would make a GPU wait every step.
         self.train_acc = MulticlassAccuracy(NUM_CLASSES, average="micro", validate_args=False)
@@ -188,7 +178,7 @@ class MNISTClassifier(L.LightningModule):
             path = self.trainer.ckpt_path
         except RuntimeError:  # not attached to a Trainer: `load_from_checkpoint` builds the right network anyway
             path = None
-        check_network(path, checkpoint, network_spec(self.net), self.state_dict())
+        check_network(path, checkpoint, self.net, self.state_dict())
         self.temperature = temperature_of(checkpoint)
         self.not_a_digit_threshold = threshold_of(checkpoint)
 
@@ -197,25 +187,32 @@ class MNISTClassifier(L.LightningModule):
         self.temperature, self.not_a_digit_threshold = 1.0, None
 
 
-def choose_network(net: nn.Module | dict | None, hidden: int) -> nn.Module:
-    """The network to train: `net` itself, built from its config, or the tutorial's DenseNet of `hidden` units."""
-    spec = check_network_choice(net, hidden)
-    return net if isinstance(net, nn.Module) else build_network(spec)
+def hyperparameter_problem(
+    net: object, hidden: object, lr: object, lr_schedule: object, non_digit_weight: object
+) -> str | None:
+    """What is wrong with `MNISTClassifier`'s arguments, as "NAME VALUE: the fix" (None when nothing is).
 
-
-def check_network_choice(net: object, hidden: int) -> dict[str, Any]:
-    """The `network_spec` that `net` and `hidden` choose, or ValueError: this package's networks only, and `hidden`
-    only for the default DenseNet. The messages name the argument first (the CLI prefixes `--model.`)."""
-    spec = network_spec(net, hidden)
-    if network_class(spec["class_path"]) is None:
-        raise ValueError(
-            f"net {spec['class_path']}: only this package's networks train here ({known_networks()}). To train a"
-            " network of your own on this data, write a LightningModule for it with MNISTDataModule (README: Use it"
-            " from another project)."
+    The one check of them: `__init__` raises it, and the command line refuses it before anything runs, as
+    `--model.NAME VALUE: ...`. Only this package's networks train here: a checkpoint names its network, and loading
+    one must never import a class from elsewhere.
+    """
+    if not (isinstance(hidden, int) and not isinstance(hidden, bool) and hidden >= 1):
+        return f"hidden {hidden}: give the hidden layer's units, a whole number of 1 or more (the tutorial's 128)."
+    if not (isinstance(lr, int | float) and not isinstance(lr, bool) and 0 < lr < float("inf")):
+        return f"lr {lr}: give Adam's learning rate, a number above 0 (Keras' default is 0.001)."
+    if lr_schedule not in ("constant", "onecycle"):
+        return f"lr_schedule {lr_schedule!r}: use 'constant' or 'onecycle'."
+    if not (isinstance(non_digit_weight, int | float) and non_digit_weight >= 0):
+        return f"non_digit_weight {non_digit_weight}: give 0 (off) or more."
+    if net is not None and not is_ours(net):
+        return (
+            f"net {class_path(net)}: only this package's networks train here ({known_networks()}). To train a network"
+            " of your own on this data, write a LightningModule for it with MNISTDataModule (README: Use it from"
+            " another project)."
         )
     if net is not None and hidden != TUTORIAL_HIDDEN:
-        raise ValueError(
+        return (
             f"hidden {hidden} sizes the default DenseNet; with a net given, give that network's own arguments"
             " (mnist_dense.model.DenseNet(hidden=N); on the command line --model.net.init_args.hidden N)."
         )
-    return spec
+    return None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from jsonargparse.typing import NonNegativeInt, PositiveInt, restricted_number_type
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -27,7 +26,6 @@ from mnist_dense.data.sampling import (
 from mnist_dense.scaling import NORMALIZATIONS, Normalization, to_model_input
 from mnist_dense.translate import random_translate
 
-ValSize = restricted_number_type("ValSize", int, [(">=", 0), ("<", TRAIN_COUNT)])
 Batch = tuple[Tensor, Tensor]
 
 
@@ -64,6 +62,34 @@ def with_non_digits(images: Tensor, labels: Tensor, count: int) -> tuple[Tensor,
     return torch.cat([images, extra]), torch.cat([labels, marks])
 
 
+DATA_CHECKED = ("batch_size", "val_size", "normalization", "eval_batch_size", "max_translate", "non_digits")
+
+
+def data_argument_problem(
+    batch_size: object, val_size: object, normalization: object, eval_batch_size: object, max_translate: object,
+    non_digits: object,
+) -> str | None:  # fmt: skip
+    """What is wrong with `MNISTDataModule`'s arguments, as "NAME VALUE: the fix" (None when nothing is).
+
+    The one check of them: `__init__` raises it, and the command line refuses it before anything runs
+    (`--data.NAME VALUE: ...`).
+    """
+    counts = (
+        ("batch_size", batch_size, 1, f"a whole number of 1 or more (Keras' default is {TUTORIAL_BATCH_SIZE})"),
+        ("val_size", val_size, 0, f"0 (no validation set, the tutorial's) up to {TRAIN_COUNT - 1:,}"),
+        ("eval_batch_size", eval_batch_size, 1, "a whole number of 1 or more"),
+        ("max_translate", max_translate, 0, "0 (no shifts, the tutorial's) or more pixels"),
+        ("non_digits", non_digits, 0, "0 (none, the tutorial's) or more"),
+    )
+    for name, value, least, fix in counts:
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if not whole or value < least or (name == "val_size" and value >= TRAIN_COUNT):
+            return f"{name} {value}: give {fix}."
+    if normalization not in NORMALIZATIONS:
+        return f"normalization {normalization!r}: use one of {', '.join(map(repr, NORMALIZATIONS))}."
+    return None
+
+
 def as_batch(batch: Batch) -> Batch:
     """`__getitems__` already returns the batch: nothing to collate (a module-level function, so it pickles)."""
     return batch
@@ -93,32 +119,18 @@ class MNISTDataModule(L.LightningDataModule):
     def __init__(
         self,
         data_dir: str = default_data_dir(),
-        batch_size: PositiveInt = TUTORIAL_BATCH_SIZE,
-        val_size: ValSize = 0,
+        batch_size: int = TUTORIAL_BATCH_SIZE,
+        val_size: int = 0,
         normalization: Normalization = "unit",
-        eval_batch_size: PositiveInt = 1000,
-        max_translate: NonNegativeInt = 0,
+        eval_batch_size: int = 1000,
+        max_translate: int = 0,
         predict_images: str | None = None,
-        non_digits: NonNegativeInt = 0,
+        non_digits: int = 0,
     ) -> None:
         super().__init__()
-        for name, kind, value in (
-            ("batch_size", PositiveInt, batch_size),
-            ("val_size", ValSize, val_size),
-            ("eval_batch_size", PositiveInt, eval_batch_size),
-            ("max_translate", NonNegativeInt, max_translate),
-            ("non_digits", NonNegativeInt, non_digits),
-        ):
-            try:
-                kind(value)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"MNISTDataModule({name}={value!r}): {err}") from None
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"MNISTDataModule(normalization={normalization!r}): use one of {NORMALIZATIONS}.")
-        # Plain ints in the hyperparameters (jsonargparse passes its own int types): checkpoints load with weights_only.
-        batch_size, val_size, eval_batch_size, max_translate, non_digits = map(
-            int, (batch_size, val_size, eval_batch_size, max_translate, non_digits)
-        )
+        problem = data_argument_problem(batch_size, val_size, normalization, eval_batch_size, max_translate, non_digits)
+        if problem:
+            raise ValueError(f"MNISTDataModule: {problem}")
         self.save_hyperparameters()
         self.data_dir, self.batch_size, self.val_size = data_dir, batch_size, val_size
         self.normalization, self.eval_batch_size, self.max_translate = normalization, eval_batch_size, max_translate
