@@ -13,6 +13,8 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mnist_dense.atomic import write_atomically
+
 REPO = Path(__file__).resolve().parents[1]
 # name -> (page, the command that writes it)
 BLOCKS = {
@@ -51,7 +53,7 @@ def load_average() -> str:
 
 
 def write_block(name: str, text: str) -> Path:
-    """Put `text` between the block's markers on its page (written beside it, then renamed: never half a page)."""
+    """Put `text` between the block's markers on its page (`write_atomically`: never half a page)."""
     page_name, _ = BLOCKS[name]
     page = REPO / page_name
     start, end = markers(name)
@@ -60,9 +62,7 @@ def write_block(name: str, text: str) -> Path:
         raise SystemExit(f"error: {page} needs exactly one {start} and one {end}; put them back where the table goes.")
     before, rest = content.split(start, 1)
     after = rest.split(end, 1)[1]
-    partial = page.with_name(f".{page.name}.partial")
-    partial.write_text(f"{before}{start}\n{text.strip()}\n{end}{after}")
-    os.replace(partial, page)
+    write_atomically(page, f"{before}{start}\n{text.strip()}\n{end}{after}")
     return page
 
 

@@ -1,8 +1,9 @@
 """Checkpoints that are never half-written, found by `--ckpt_path last`, and checked before use.
 
 Lightning writes a checkpoint through a temporary file in $TMPDIR and moves it, which is atomic only
-when that is the checkpoint's own filesystem. Here the file is written beside its final name, flushed
-to disk and renamed into place: a process killed while saving leaves the previous checkpoint whole.
+when that is the checkpoint's own filesystem. Here it is written as every file of the package is (`atomic`):
+beside its final name, flushed to disk and renamed into place, so a process killed while saving leaves the
+previous checkpoint whole.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
+from mnist_dense.atomic import write_atomically
 from mnist_dense.constants import TUTORIAL_HIDDEN
 from mnist_dense.model import class_path, describe, is_ours, known_networks, network_config
 
@@ -32,31 +34,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file and the fix."""
 
 
-def partial_path(path: Path) -> Path:
-    """The hidden file a checkpoint is written to before it is renamed into place."""
-    return path.with_name(f".{path.name}.partial")
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """`torch.save` to `.<name>.partial` beside the target, fsync, then `os.replace` onto the target."""
+    """`torch.save` into memory, then `atomic.write_atomically`: beside the target, fsync, rename onto it."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options.")
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)  # serialize first: a failure here touches no file
-        partial = partial_path(target)
-        try:
-            with open(partial, "wb") as f:
-                f.write(buffer.getbuffer())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(partial, target)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
+        write_atomically(path, buffer.getvalue())
 
 
 def find_latest_checkpoint(*roots: str | Path) -> Path | None:

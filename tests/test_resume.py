@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_dense import checkpoints
+from mnist_dense import atomic, checkpoints
 from mnist_dense.checkpoints import AtomicCheckpointIO, find_latest_checkpoint, read_checkpoint
 from mnist_dense.commands import main
 from tests.conftest import REPO
@@ -269,7 +269,7 @@ def test_checkpoints_are_written_beside_their_target_so_a_temporary_folder_elsew
         if filesystems == "real":
             shutil.rmtree(temporary)
     folder = tmp_path / "runs" / "version_0" / "checkpoints"
-    assert read_checkpoint(folder / "last.ckpt")["epoch"] == 0 and not list(folder.glob(".*partial"))
+    assert read_checkpoint(folder / "last.ckpt")["epoch"] == 0 and not list(folder.glob(".*partial*"))
 
 
 def test_the_cli_writes_every_checkpoint_through_the_atomic_plugin(
@@ -413,4 +413,5 @@ def test_the_atomic_writer_refuses_storage_options_and_makes_the_folder(tmp_path
     assert not (tmp_path / "x.ckpt").exists()
     AtomicCheckpointIO().save_checkpoint({"a": 1}, tmp_path / "new" / "deeper" / "x.ckpt")
     assert torch.load(tmp_path / "new" / "deeper" / "x.ckpt", weights_only=True) == {"a": 1}
-    assert checkpoints.partial_path(tmp_path / "x.ckpt") == tmp_path / ".x.ckpt.partial"
+    partial = atomic.partial_path(tmp_path / "x.ckpt")  # hidden, beside it, its own for this process and thread
+    assert partial.parent == tmp_path and partial.name.startswith(".x.") and partial.name.endswith(".partial.ckpt")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import shlex
 import signal
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_dense.checkpoints import INTERRUPTED_NAME
+from mnist_dense.stopping import exit_status, handled
 
 # The signal that interrupted this process's fit, if any; `main()` turns it into the exit status 128 + signal.
 received: signal.Signals | None = None
 
 
 def interrupted_exit_code() -> int | None:
-    """130 after Ctrl-C, 143 after SIGTERM (the shell's convention), None when fit was not interrupted."""
-    return 128 + received if received is not None else None
+    """130 after Ctrl-C, 143 after SIGTERM (`stopping.exit_status`), None when fit was not interrupted."""
+    return exit_status(received) if received is not None else None
 
 
 def resume_command(ckpt_path: str | Path, argv: list[str] | None = None) -> str:
@@ -59,17 +61,16 @@ class SaveOnInterrupt(Callback):
         self.ckpt_path = INTERRUPTED_NAME
         self._stop_requested = False
         self._sigterm_noted = False
-        self._previous_sigint: Any = None
-        self._previous_sigterm: Any = None
+        self._handlers = ExitStack()  # this callback's signal handlers while training; the previous ones after
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop_requested = False
         folder = (trainer.checkpoint_callback and trainer.checkpoint_callback.dirpath) or trainer.default_root_dir
         self.ckpt_path = str(Path(folder) / INTERRUPTED_NAME)
-        self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+        self._handlers.enter_context(handled(self._on_sigint, (signal.SIGINT,)))
         self._sigterm_noted = False
         if trainer.world_size > 1:
-            self._previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._handlers.enter_context(handled(self._on_sigterm, (signal.SIGTERM,)))
         rank_zero_info(f"Ctrl-C or SIGTERM stops after the current step and saves {self.ckpt_path} to resume from.")
 
     @property
@@ -109,9 +110,4 @@ class SaveOnInterrupt(Callback):
         )
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._previous_sigint is not None:
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
-        if self._previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
-            self._previous_sigterm = None
+        self._handlers.close()

@@ -10,12 +10,13 @@ Written to a temporary file and renamed, so a failed run leaves no half-written 
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+
+from mnist_dense.atomic import replaced_atomically
 
 COLUMNS = ("image", "predicted", "probability", "label", "error", "score", "not_a_digit")
 CSV_NAME = "predictions.csv"
@@ -34,13 +35,11 @@ class PredictionCSVWriter(BasePredictionWriter):
         outputs = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
         threshold = getattr(pl_module, "not_a_digit_threshold", None)
         rows = self.rows(outputs, getattr(trainer.datamodule, "own_images", None), threshold)
-        folder.mkdir(parents=True, exist_ok=True)
-        path, partial = folder / CSV_NAME, folder / f".{CSV_NAME}.partial"
-        with open(partial, "w", newline="") as f:
+        path = folder / CSV_NAME
+        with replaced_atomically(path) as partial, open(partial, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(partial, path)
         errors = sum(1 for row in rows if row["error"])
         print(f"Predictions: {path} ({len(rows) - errors:,} images predicted, {errors} unreadable)")
 

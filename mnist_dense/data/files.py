@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import shutil
 import socket
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,6 +19,7 @@ from torch import Tensor
 from torchvision.datasets import MNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
+from mnist_dense.atomic import replaced_atomically
 from mnist_dense.constants import IMAGE_SIZE, NUM_CLASSES, TEST_COUNT, TRAIN_COUNT
 
 Split = Literal["train", "test"]
@@ -100,13 +99,11 @@ def ensure_mnist_files(data_dir: str | Path, splits: tuple[Split, ...] = ("train
 
 
 def _gunzip(packed: Path, target: Path) -> None:
-    # A partial file of its own for each process and thread: several may unpack the same file at once (parallel
-    # `sweep` processes on a fresh clone); each renames a whole copy into place.
-    partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.partial")
+    # Several processes may unpack the same file at once (parallel `sweep` processes on a fresh clone): each writes
+    # a partial file of its own and renames a whole copy into place.
     try:
-        with gzip.open(packed, "rb") as src, open(partial, "wb") as dst:
+        with replaced_atomically(target) as partial, gzip.open(packed, "rb") as src, open(partial, "wb") as dst:
             shutil.copyfileobj(src, dst, length=1 << 20)
-        os.replace(partial, target)
     except PermissionError as err:
         raise MNISTDataError(
             f"Cannot write the decompressed {target.name} into {target.parent} ({err.strerror}). Make that"
@@ -114,7 +111,6 @@ def _gunzip(packed: Path, target: Path) -> None:
             " --data.data_dir at a writable copy of the data folder."
         ) from err
     except (OSError, EOFError) as err:
-        partial.unlink(missing_ok=True)
         raise MNISTDataError(
             f"{packed} is not a readable gzip file ({err}). Replace it with the original from"
             f" data/MNIST/raw/ of this repository. {_how_to_fix(packed.parent)}"

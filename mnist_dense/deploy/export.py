@@ -16,7 +16,6 @@ whole-inference module goes through `torch.onnx.export` (the dynamo exporter) di
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from mnist_dense.atomic import replaced_atomically
 from mnist_dense.checkpoints import CheckpointError
 from mnist_dense.constants import IMAGE_SIZE
 from mnist_dense.data import MNISTDataError, load_split
@@ -147,26 +147,20 @@ def export(ckpt_path: Path, output: Path | None, fmt: str, data_dir: str) -> Exp
     target = output if output is not None else ckpt_path.with_suffix(f".{fmt}")
     if target.is_dir():
         raise DeployError(f"--output {target} is a folder; give a file name such as {target / f'digits.{fmt}'}.")
-    partial = target.with_name(f".{target.stem}.partial{target.suffix}")
     write, load = (write_onnx, load_onnx) if fmt == "onnx" else (write_pt2, load_pt2)
     try:
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+        with replaced_atomically(target) as partial:  # renamed onto the target only once it is checked
             write(model, partial)
-        except OSError as err:
-            raise DeployError(f"cannot write {partial} ({err}); choose another --output.") from None
-        runtime, run = load(partial)
-        check = compare(model, run, images[:, None].float(), labels, partial, runtime)
-        if check.disagreements:
-            raise DeployError(
-                f"the exported {fmt} file predicts another digit than PyTorch for {check.disagreements} of the"
-                f" {check.images:,} test images (largest probability difference {check.max_difference:.2e});"
-                f" nothing was written to {target}. Please report this with your torch and {runtime} versions."
-            )
-        os.replace(partial, target)
-    finally:
-        if partial.exists():
-            partial.unlink()
+            runtime, run = load(partial)
+            check = compare(model, run, images[:, None].float(), labels, partial, runtime)
+            if check.disagreements:
+                raise DeployError(
+                    f"the exported {fmt} file predicts another digit than PyTorch for {check.disagreements} of the"
+                    f" {check.images:,} test images (largest probability difference {check.max_difference:.2e});"
+                    f" nothing was written to {target}. Please report this with your torch and {runtime} versions."
+                )
+    except OSError as err:
+        raise DeployError(f"cannot write {target} ({err}); choose another --output.") from None
     check.path, check.threshold = target, model.threshold
     return check
 

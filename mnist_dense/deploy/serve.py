@@ -26,6 +26,7 @@ from mnist_dense.checkpoints import CheckpointError, read_checkpoint
 from mnist_dense.deploy.front import Front, parse_public
 from mnist_dense.deploy.inference import DeployError, checkpoint_path, fail, require_extra
 from mnist_dense.deploy.limits import LIMITS
+from mnist_dense.stopping import handled
 
 SERVE_MODULES = ("litserve", "fastapi", "pydantic")
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the hosts LitServe's run() accepts
@@ -181,24 +182,25 @@ def run_until_stopped(server, host: str, port: int, banner: str, options: dict, 
     """
     signals = StopSignals(LIMITS.stop_grace_s, front)
     logging.getLogger("litserve.server").addFilter(lambda record: not signals.is_litserve_racing_itself(record))
-    try:
-        signals.install()
-        if front:
-            front.start()
-        print(banner, flush=True)  # from here on, Ctrl-C and SIGTERM stop everything this process starts
-        server.run(host=host, port=port, generate_client_file=False, log_level="warning", **options)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signals.done.set()
-        if front:
-            front.stop()
-        for child in multiprocessing.active_children():
-            child.terminate()
-        for child in multiprocessing.active_children():
-            child.join(timeout=5)
-            if child.is_alive():
-                child.kill()
+    with handled(signals.handler, keep_ignored=True):  # also while stopping; a background job keeps ignoring Ctrl-C
+        try:
+            signals.install()
+            if front:
+                front.start()
+            print(banner, flush=True)  # from here on, Ctrl-C and SIGTERM stop everything this process starts
+            server.run(host=host, port=port, generate_client_file=False, log_level="warning", **options)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signals.done.set()
+            if front:
+                front.stop()
+            for child in multiprocessing.active_children():
+                child.terminate()
+            for child in multiprocessing.active_children():
+                child.join(timeout=5)
+                if child.is_alive():
+                    child.kill()
     print("Server stopped.", flush=True)
 
 
@@ -243,10 +245,7 @@ class StopSignals:
         )
 
     def install(self) -> None:
-        previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-        for signum, handler in previous.items():
-            if handler is not signal.SIG_IGN:  # a shell's background job keeps ignoring Ctrl-C
-                signal.signal(signum, self.handler)
+        """The wakeup fd and the thread that stops the processes in order (`handler` is the signals' handler)."""
         reader, writer = socket.socketpair()
         writer.setblocking(False)
         signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
