@@ -119,7 +119,7 @@ def main(args: list[str]) -> None:
     from mnist_dense.deploy.decoding import REQUEST_EXAMPLE
     from mnist_dense.deploy.digit_api import PAGE_URL, build_server, uvicorn_options
 
-    server = build_server(ckpt_paths, names, options.max_batch_size, options.batch_timeout)
+    server = build_server(ckpt_paths, names, options.max_batch_size, options.batch_timeout, behind_nginx=bool(front))
     shown = "127.0.0.1" if options.host == "0.0.0.0" else "[::1]" if options.host == "::" else options.host
     url = front.url if front else f"http://{shown}:{options.port}"
     batching = "no batching"
