@@ -26,6 +26,7 @@ from mnist_dense.checkpoints import CheckpointError, read_checkpoint
 from mnist_dense.deploy.front import Front, parse_public
 from mnist_dense.deploy.inference import DeployError, checkpoint_path, fail, require_extra
 from mnist_dense.deploy.limits import LIMITS
+from mnist_dense.deploy.options import command_parser, parse_flat
 
 SERVE_MODULES = ("litserve", "fastapi", "pydantic")
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the hosts LitServe's run() accepts
@@ -36,7 +37,7 @@ DEFAULT_BATCH = 16
 
 
 def parse_args(args: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mnist_dense serve", description=__doc__.splitlines()[0])
+    parser = command_parser("python -m mnist_dense serve", __doc__.splitlines()[0])
     parser.add_argument(
         "--ckpt_path",
         required=True,
@@ -69,7 +70,7 @@ def parse_args(args: list[str]) -> argparse.Namespace:
         default="stderr",
         help="One line per request: stderr (the default), a file to append to (reopened when rotated), or off.",
     )
-    return parser.parse_args(args)
+    return parse_flat(parser, args)
 
 
 def check_options(options: argparse.Namespace) -> None:
