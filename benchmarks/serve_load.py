@@ -128,9 +128,12 @@ def start_server(ckpt: Path, flags: list[str], options: argparse.Namespace) -> S
     return ServeProcess(ckpt, *flags, "--public", f"127.0.0.1:{port}", port=port)
 
 
-def send_all(port: int, bodies: list[bytes], labels: list[int], clients: int) -> tuple[list[float], int, int, float]:
+def send_all(
+    port: int, bodies: list[bytes], labels: list[int], clients: int, failed: Counter[str] | None = None
+) -> tuple[list[float], int, int, float]:
     """Clients threads, each from its own address, take the next request until none is left; returns latencies (s),
-    failures, correct, wall."""
+    failures, correct, wall. `failed` counts the failures by status (and detail's first words)."""
+    failed = Counter() if failed is None else failed
     next_index, lock = iter(range(len(bodies))), threading.Lock()
     latencies: list[float] = []
     counts = {"failures": 0, "correct": 0}
@@ -149,14 +152,17 @@ def send_all(port: int, bodies: list[bytes], labels: list[int], clients: int) ->
                 response = connection.getresponse()
                 answer = json.loads(response.read())
                 ok, correct = response.status == 200 and "digit" in answer, answer.get("digit") == labels[i]
+                why = f"{response.status} {' '.join(str(answer.get('detail', '')).split()[:4])}".strip()
             except (OSError, http.client.HTTPException, ValueError):
                 connection.close()
                 connection = connect(port, source)
                 ok = correct = False
+                why = "no answer"
             elapsed = time.perf_counter() - start
             with lock:
                 latencies.append(elapsed)
                 counts["failures"] += not ok
+                failed[why] += not ok
                 counts["correct"] += bool(correct)
 
     threads = [threading.Thread(target=client, args=(f"127.0.1.{i + 1}",)) for i in range(clients)]
@@ -211,6 +217,7 @@ class HostileResult:
     health_max_ms: float
     health_failures: int
     hostile_answers: dict[str, int] = field(default_factory=dict)
+    digit_failed_answers: dict[str, int] = field(default_factory=dict)
     stop_seconds: float = 0.0
     left_running: int = 0
     left_in_temporary: list[str] = field(default_factory=list)
@@ -275,7 +282,8 @@ def run_hostile(ckpt: Path, options: argparse.Namespace, bodies: list[bytes], la
         for thread in [*attackers, prober]:
             thread.start()
         time.sleep(1.0)  # the hostile pictures are arriving before the first digit
-        latencies, failures, correct, _ = send_all(server.port, bodies, labels, options.hostile_clients)
+        failed: Counter[str] = Counter()
+        latencies, failures, correct, _ = send_all(server.port, bodies, labels, options.hostile_clients, failed)
         stopping.set()
         stop_seconds = server.stop(signal.SIGTERM)  # the hostile clients are still sending
         stop.set()
@@ -296,6 +304,7 @@ def run_hostile(ckpt: Path, options: argparse.Namespace, bodies: list[bytes], la
         health_max_ms=health_ms[2],
         health_failures=sum(not ok for _, ok in health),
         hostile_answers=dict(sorted(answers.items())),
+        digit_failed_answers={key: count for key, count in sorted(failed.items()) if count},
         stop_seconds=round(stop_seconds, 1),
         left_running=left_running,
         left_in_temporary=left_in_temporary,
@@ -320,7 +329,8 @@ def hostile_table(result: HostileResult, options: argparse.Namespace) -> str:
         f"| POST /predict, a digit | {result.digits:,} | {result.digit_p50_ms} | {result.digit_p99_ms}"
         f" | {result.digit_max_ms} | {result.digit_failures} | {verdict(result.digit_p99_ms, TARGETS_MS['digit'])} |",
         "",
-        f"- right digits: {result.right_digits:,} / {result.digits:,}",
+        f"- right digits: {result.right_digits:,} / {result.digits:,}; digits that failed, by answer: "
+        + (", ".join(f"{key}: {count:,}" for key, count in result.digit_failed_answers.items()) or "none"),
         "- hostile answers: " + ", ".join(f"{key}: {count:,}" for key, count in result.hostile_answers.items()),
         f"- SIGTERM while hostile pictures were still coming -> every process ended: {result.stop_seconds} s,"
         f" {verdict(result.stop_seconds, STOP_TARGET_S)}; left running: {result.left_running};"
