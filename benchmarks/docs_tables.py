@@ -25,6 +25,7 @@ BLOCKS = {
     "not-a-digit": ("docs/results.md", "python -m benchmarks.not_a_digit"),
     "bench": ("docs/speed.md", "make bench"),
     "bench-serve": ("docs/serving.md", "python -m benchmarks.serve_load"),
+    "bench-serve-public": ("docs/serving.md", "python -m benchmarks.serve_load --public"),
     "web-page": ("docs/serving.md", "python -m benchmarks.web_page"),
     "mutation-scores": ("docs/development.md", "make mutation"),
     "step-costs": ("docs/speed.md", "python -m benchmarks.step_costs --write_docs step-costs"),

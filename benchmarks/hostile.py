@@ -6,11 +6,15 @@
   table before it are copied, so every scan is valid and libjpeg decodes them all.
 - `as_mpo`: the same JPEG wrapped as MPO (a multi-picture JPEG), which Pillow reports as a format of its own.
 - `large_png`: a legal 5000x5000 RGBA PNG of a digit, about 115 KB that decode to 100 MB of pixels.
+- `empty_chunk_png`: a legal 28x28 PNG of a digit with 900,000 empty private chunks before its pixels (10.8 MB):
+  small in pixels, so no pixel limit applies, and seconds of Pillow's chunk reading.
 """
 
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 from PIL import Image, ImageDraw
 
@@ -70,3 +74,18 @@ def large_png(side: int = 5000) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes = b"") -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def empty_chunk_png(chunks: int = 900_000) -> bytes:
+    """A 28x28 grayscale 7 with `chunks` empty `prVt` chunks (ancillary, private: a decoder skips them) before IDAT."""
+    picture = Image.new("L", (28, 28))
+    ImageDraw.Draw(picture).line([(8, 6), (20, 6), (12, 22)], fill=255, width=3)
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    png = buffer.getvalue()
+    pixels = png.index(b"IDAT") - 4  # the IDAT chunk starts with its 4-byte length
+    return png[:pixels] + png_chunk(b"prVt") * chunks + png[pixels:]

@@ -8,10 +8,14 @@ answers were the true label; memory (PSS, shared pages counted once) of the serv
 and the end; then SIGTERM, and checks that no process of the server is left. The clients run on the same
 machine, so on 2 cores they take CPU time from the server: the figures are for the whole machine.
 
-The hostile case (`--only hostile`) is issue 14's: HOSTILE_CLIENTS clients send, in a loop, progressive JPEGs of
-12,000 scans (tens of seconds of libjpeg each) and legal 5000x5000 RGBA PNGs (100 MB of pixels each), while one
-client asks `GET /health` every 20 ms and others send test digits; then SIGTERM while the hostile pictures are
-still coming. Targets: `/health` within 100 ms and a digit within 500 ms at p99, every process gone within 5 s.
+The hostile case (`--only hostile`): HOSTILE_CLIENTS clients, each from its own address, send in a loop
+progressive JPEGs of 12,000 scans (tens of seconds of libjpeg each), legal 5000x5000 RGBA PNGs (100 MB of pixels
+each) and 28x28 PNGs of 900,000 empty chunks (seconds of Pillow's chunk reading each), while one client asks
+`GET /health` every 20 ms and others send test digits; then SIGTERM while the hostile pictures are still coming.
+Every client connects from its own loopback address (127.0.1.N for digits, 127.0.2.N hostile: all of 127/8 is
+this machine), as clients of a public service come from their own hosts. `--public` runs every case through
+`serve --public` (nginx in front) instead of `serve` alone; its report goes into its own table. Targets:
+`/health` within 100 ms and a digit within 500 ms at p99, every process gone within 5 s.
 Results: a table in runs/bench/serve-latest.md and the raw figures in runs/bench/serve-<time>.json.
 """
 
@@ -34,8 +38,8 @@ from pathlib import Path
 from torchvision.io import encode_png
 
 from benchmarks import docs_tables
-from benchmarks.hostile import large_png, many_scan_jpeg
-from benchmarks.serve_process import ServeProcess
+from benchmarks.hostile import empty_chunk_png, large_png, many_scan_jpeg
+from benchmarks.serve_process import ServeProcess, free_port
 from mnist_dense.data import load_split
 from mnist_dense.data.files import default_data_dir
 from mnist_dense.deploy.inference import checkpoint_path
@@ -46,6 +50,7 @@ CONFIGURATIONS = {
 }
 WARM_UP = 200
 HOSTILE_CLIENTS = 4
+HOSTILE_KINDS = ("jpeg", "png", "chunks png")
 JSON = {"Content-Type": "application/json"}
 HEALTH_EVERY_S = 0.02
 TARGETS_MS = {"health": 100, "digit": 500}
@@ -73,6 +78,7 @@ class LoadResult:
 
 # A run with these at their defaults (any --rounds, --ckpt_path or --port) writes its report into docs/serving.md.
 FULL_RUN = ("requests", "clients", "only", "hostile_requests", "hostile_clients", "data_dir")
+DOCS_BLOCK = {False: "bench-serve", True: "bench-serve-public"}  # by --public
 
 
 def parse_args(args: list[str] | None) -> argparse.Namespace:
@@ -89,6 +95,9 @@ def parse_args(args: list[str] | None) -> argparse.Namespace:
         "--rounds", type=int, default=1, help="Rounds, alternating the configurations (on, off, on...)."
     )
     parser.add_argument("--port", type=int, default=None, help="Port for the server (default: a free one).")
+    parser.add_argument(
+        "--public", action="store_true", help="Through `serve --public` (nginx in front) instead of `serve` alone."
+    )
     parser.add_argument(
         "--data.data_dir", dest="data_dir", default=default_data_dir(), help="Folder holding MNIST/raw."
     )
@@ -107,14 +116,30 @@ def request_bodies(data_dir: str, count: int) -> tuple[list[bytes], list[int]]:
     return bodies, [int(labels[i]) for i in indices]
 
 
-def send_all(port: int, bodies: list[bytes], labels: list[int], clients: int) -> tuple[list[float], int, int, float]:
-    """Clients threads take the next request until none is left; returns latencies (s), failures, correct, wall."""
+def connect(port: int, source: str) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=60, source_address=(source, 0))
+
+
+def start_server(ckpt: Path, flags: list[str], options: argparse.Namespace) -> ServeProcess:
+    """`serve` alone, or with `--public` nginx in front on the port the clients use."""
+    if not options.public:
+        return ServeProcess(ckpt, *flags, port=options.port)
+    port = options.port or free_port()
+    return ServeProcess(ckpt, *flags, "--public", f"127.0.0.1:{port}", port=port)
+
+
+def send_all(
+    port: int, bodies: list[bytes], labels: list[int], clients: int, failed: Counter[str] | None = None
+) -> tuple[list[float], int, int, float]:
+    """Clients threads, each from its own address, take the next request until none is left; returns latencies (s),
+    failures, correct, wall. `failed` counts the failures by status (and detail's first words)."""
+    failed = Counter() if failed is None else failed
     next_index, lock = iter(range(len(bodies))), threading.Lock()
     latencies: list[float] = []
     counts = {"failures": 0, "correct": 0}
 
-    def client() -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    def client(source: str) -> None:
+        connection = connect(port, source)
         headers = {"Content-Type": "application/json"}
         while True:
             with lock:
@@ -127,17 +152,20 @@ def send_all(port: int, bodies: list[bytes], labels: list[int], clients: int) ->
                 response = connection.getresponse()
                 answer = json.loads(response.read())
                 ok, correct = response.status == 200 and "digit" in answer, answer.get("digit") == labels[i]
+                why = f"{response.status} {' '.join(str(answer.get('detail', '')).split()[:4])}".strip()
             except (OSError, http.client.HTTPException, ValueError):
                 connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                connection = connect(port, source)
                 ok = correct = False
+                why = "no answer"
             elapsed = time.perf_counter() - start
             with lock:
                 latencies.append(elapsed)
                 counts["failures"] += not ok
+                failed[why] += not ok
                 counts["correct"] += bool(correct)
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
+    threads = [threading.Thread(target=client, args=(f"127.0.1.{i + 1}",)) for i in range(clients)]
     start = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -148,7 +176,7 @@ def send_all(port: int, bodies: list[bytes], labels: list[int], clients: int) ->
 
 def run_configuration(name: str, ckpt: Path, options: argparse.Namespace, bodies: list[bytes], labels: list[int]):
     label, flags = CONFIGURATIONS[name]
-    with ServeProcess(ckpt, *flags, port=options.port) as server:
+    with start_server(ckpt, flags, options) as server:
         send_all(server.port, bodies[:WARM_UP], labels[:WARM_UP], options.clients)
         processes, memory_start = len(server.processes()), server.memory_mb()
         latencies, failures, correct, seconds = send_all(server.port, bodies, labels, options.clients)
@@ -189,6 +217,7 @@ class HostileResult:
     health_max_ms: float
     health_failures: int
     hostile_answers: dict[str, int] = field(default_factory=dict)
+    digit_failed_answers: dict[str, int] = field(default_factory=dict)
     stop_seconds: float = 0.0
     left_running: int = 0
     left_in_temporary: list[str] = field(default_factory=list)
@@ -201,7 +230,7 @@ def percentiles(seconds: list[float]) -> tuple[float, float, float]:
 
 
 def hostile_bodies() -> list[bytes]:
-    pictures = [many_scan_jpeg(5000, 12_000), large_png(5000)]
+    pictures = [many_scan_jpeg(5000, 12_000), large_png(5000), empty_chunk_png(900_000)]
     return [json.dumps({"image": base64.b64encode(picture).decode()}).encode() for picture in pictures]
 
 
@@ -212,21 +241,22 @@ def run_hostile(ckpt: Path, options: argparse.Namespace, bodies: list[bytes], la
     health: list[tuple[float, bool]] = []  # (seconds, answered 200) until SIGTERM
 
     def attack(first: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        source = f"127.0.2.{first + 1}"
+        connection = connect(server.port, source)
         for i in range(first, 10**9):
             if stop.is_set():
                 return
             try:
-                connection.request("POST", "/predict", body=hostile[i % 2], headers=JSON)
+                connection.request("POST", "/predict", body=hostile[i % len(hostile)], headers=JSON)
                 response = connection.getresponse()
                 response.read()
                 answer = str(response.status)
             except (OSError, http.client.HTTPException):
                 answer = "no answer"
                 connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+                connection = connect(server.port, source)
             if not stopping.is_set():
-                answers[f"{['jpeg', 'png'][i % 2]} {answer}"] += 1
+                answers[f"{HOSTILE_KINDS[i % len(hostile)]} {answer}"] += 1
 
     def probe() -> None:
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
@@ -245,14 +275,15 @@ def run_hostile(ckpt: Path, options: argparse.Namespace, bodies: list[bytes], la
                 health.append((time.perf_counter() - start, ok))
             time.sleep(HEALTH_EVERY_S)
 
-    with ServeProcess(ckpt, port=options.port) as server:
+    with start_server(ckpt, [], options) as server:
         send_all(server.port, bodies[:WARM_UP], labels[:WARM_UP], options.hostile_clients)
         attackers = [threading.Thread(target=attack, args=(i,), daemon=True) for i in range(HOSTILE_CLIENTS)]
         prober = threading.Thread(target=probe, daemon=True)
         for thread in [*attackers, prober]:
             thread.start()
         time.sleep(1.0)  # the hostile pictures are arriving before the first digit
-        latencies, failures, correct, _ = send_all(server.port, bodies, labels, options.hostile_clients)
+        failed: Counter[str] = Counter()
+        latencies, failures, correct, _ = send_all(server.port, bodies, labels, options.hostile_clients, failed)
         stopping.set()
         stop_seconds = server.stop(signal.SIGTERM)  # the hostile clients are still sending
         stop.set()
@@ -273,6 +304,7 @@ def run_hostile(ckpt: Path, options: argparse.Namespace, bodies: list[bytes], la
         health_max_ms=health_ms[2],
         health_failures=sum(not ok for _, ok in health),
         hostile_answers=dict(sorted(answers.items())),
+        digit_failed_answers={key: count for key, count in sorted(failed.items()) if count},
         stop_seconds=round(stop_seconds, 1),
         left_running=left_running,
         left_in_temporary=left_in_temporary,
@@ -284,8 +316,9 @@ def hostile_table(result: HostileResult, options: argparse.Namespace) -> str:
         return f"{'met' if value <= target else 'MISSED'} (target <= {target:g})"
 
     return "\n".join([
-        f"Hostile case: {HOSTILE_CLIENTS} clients send 5000x5000 progressive JPEGs of 12,000 scans and 5000x5000 RGBA"
-        f" PNGs in a loop; one client asks GET /health every {1000 * HEALTH_EVERY_S:.0f} ms;"
+        f"Hostile case{through(options)}: {HOSTILE_CLIENTS} clients, each from its own address, send 5000x5000"
+        " progressive JPEGs of 12,000 scans, 5000x5000 RGBA PNGs and 28x28 PNGs of 900,000 empty chunks in a loop;"
+        f" one client asks GET /health every {1000 * HEALTH_EVERY_S:.0f} ms;"
         f" {options.hostile_clients} clients send {result.digits:,} test digits as PNG; then SIGTERM.",
         "",
         "| | requests | p50 ms | p99 ms | max ms | failures | target p99 |",
@@ -296,7 +329,8 @@ def hostile_table(result: HostileResult, options: argparse.Namespace) -> str:
         f"| POST /predict, a digit | {result.digits:,} | {result.digit_p50_ms} | {result.digit_p99_ms}"
         f" | {result.digit_max_ms} | {result.digit_failures} | {verdict(result.digit_p99_ms, TARGETS_MS['digit'])} |",
         "",
-        f"- right digits: {result.right_digits:,} / {result.digits:,}",
+        f"- right digits: {result.right_digits:,} / {result.digits:,}; digits that failed, by answer: "
+        + (", ".join(f"{key}: {count:,}" for key, count in result.digit_failed_answers.items()) or "none"),
         "- hostile answers: " + ", ".join(f"{key}: {count:,}" for key, count in result.hostile_answers.items()),
         f"- SIGTERM while hostile pictures were still coming -> every process ended: {result.stop_seconds} s,"
         f" {verdict(result.stop_seconds, STOP_TARGET_S)}; left running: {result.left_running};"
@@ -304,9 +338,14 @@ def hostile_table(result: HostileResult, options: argparse.Namespace) -> str:
     ]) + "\n"  # fmt: skip
 
 
+def through(options: argparse.Namespace) -> str:
+    return " through nginx (`serve --public`)" if options.public else ""
+
+
 def table(results: list[LoadResult], options: argparse.Namespace) -> str:
     lines = [
-        f"`serve` under load: {options.clients} concurrent clients, {options.requests:,} requests each configuration,"
+        f"`serve`{through(options)} under load: {options.clients} concurrent clients, each from its own address,"
+        f" {options.requests:,} requests each configuration,"
         f" test digits as PNG.",
         "",
         "| configuration | req/s | p50 ms | p99 ms | max ms | failures | right digit | memory start -> end MB"
@@ -358,7 +397,7 @@ def main(args: list[str] | None = None) -> None:
     if all(getattr(options, name) == getattr(defaults, name) for name in FULL_RUN):
         command = " ".join(["python -m benchmarks.serve_load", *sys.argv[1:]])
         page = docs_tables.write_stamped(
-            "bench-serve", command, f"load average {options.load_average:.1f} at the start", report
+            DOCS_BLOCK[options.public], command, f"load average {options.load_average:.1f} at the start", report
         )
         print(f"Written: the report into {page}")
     failed = any(r.failures or r.left_running for r in results)

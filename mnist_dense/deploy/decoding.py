@@ -3,10 +3,11 @@
 A request's body goes to a free decoder process as it came (JSON parsing and base64 too cost time in proportion
 to the body), and comes back as the prepared 28x28 digit or as the one-sentence refusal. Each picture has a time
 budget (a decoder that runs over is ended and replaced) and a memory budget (the decoder's address space is
-capped); a picture over `large_picture_pixels` may only use all decoders but one, so that small pictures always
-find one; when no decoder is free within a short wait the answer is 503 with Retry-After, never an unbounded
-queue. Decoders are forked from a forkserver that has imported torch and Pillow once (`decoder_preload`): a
-replacement starts in milliseconds and shares those pages.
+capped). Demanding pictures, those over `large_picture_pixels` and those of a client address whose pictures took
+seconds lately (`ClientTime`), may only use all decoders but one together, so that cheap pictures always find one;
+when no decoder is free within a short wait the answer is 503 with Retry-After, never an unbounded queue. Decoders
+are forked from a forkserver that has imported torch and Pillow once (`decoder_preload`): a replacement starts in
+milliseconds and shares those pages.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import resource
 import signal
 import socket
+import time
 import traceback
 import warnings
 from collections.abc import Callable
@@ -232,15 +234,46 @@ class Decoder:
         await asyncio.get_running_loop().run_in_executor(None, wait_or_kill)
 
 
+class ClientTime:
+    """Seconds of decoding counted against each client address, forgotten at a steady rate (a leaky bucket).
+
+    Only what a picture holds a decoder beyond `client_decode_free_s` counts. At most `MAX_CLIENTS` addresses are
+    remembered: beyond, those least recently charged are forgotten first.
+    """
+
+    MAX_CLIENTS = 100_000
+
+    def __init__(self, limits: ServiceLimits, clock: Callable[[], float] = time.monotonic) -> None:
+        self.free_s, self.forget, self.clock = limits.client_decode_free_s, limits.client_decode_forget, clock
+        self.counted: dict[str, tuple[float, float]] = {}  # address -> (seconds, when they were counted)
+
+    def seconds(self, client: str) -> float:
+        counted, at = self.counted.get(client, (0.0, 0.0))
+        return max(0.0, counted - self.forget * (self.clock() - at))
+
+    def charge(self, client: str, held_s: float) -> None:
+        if held_s <= self.free_s:
+            return
+        counted = self.seconds(client) + held_s - self.free_s
+        self.counted.pop(client, None)  # re-inserted last: the dict's order is the order of charging
+        self.counted[client] = (counted, self.clock())
+        while len(self.counted) > self.MAX_CLIENTS:
+            del self.counted[next(iter(self.counted))]
+
+
 class PicturePool:
-    """`await pool.prepare(body)` -> the prepared digit's 784 bytes, or an HTTPException with the sentence to send."""
+    """`await pool.prepare(body, client)` -> the prepared digit's 784 bytes, or an HTTPException with the sentence to
+    send. `client` is the client's address: what its pictures cost is counted against it (`ClientTime`)."""
 
     def __init__(self, limits: ServiceLimits) -> None:
         self.limits = limits
         self.decoders: set[Decoder] = set()
         self.idle: list[Decoder] = []
         self.free: asyncio.Semaphore | None = None  # counts idle decoders; made on the event loop that serves
-        self.large_share, self.large_busy = max(1, limits.decoders - 1), 0
+        # Decoders that demanding pictures (large ones, those of heavy clients) may hold together, and hold now.
+        self.share, self.share_busy = max(1, limits.decoders - 1), 0
+        self.client_time = ClientTime(limits)
+        self.heavy_decoding: set[str] = set()  # heavy client addresses with a picture in a decoder (one each)
         self.replacing: set[asyncio.Task] = set()
         self.stopping = False
 
@@ -280,12 +313,12 @@ class PicturePool:
         self.replacing.add(task)
         task.add_done_callback(self.replacing.discard)
 
-    async def prepare(self, body: bytes) -> bytes:
+    async def prepare(self, body: bytes, client: str = "-") -> bytes:
         """A decoder that dies under a picture (killed, crashed) is a fault of the server's, not of the picture: the
         picture is tried once more on another decoder, then the answer is 503 with Retry-After, never a 4xx."""
         for _ in range(2):
             with contextlib.suppress(DecoderDied):
-                return await self._prepare_once(body)
+                return await self._prepare_once(body, client)
         raise self.retry_later(
             "the picture decoder stopped twice while preparing this picture (a fault of the server's, not of the"
             f" picture); retry in {self.limits.retry_after_s} s"
@@ -310,14 +343,38 @@ class PicturePool:
                 return decoder
             self.replace(decoder)
 
-    async def _prepare_once(self, body: bytes) -> bytes:
-        decoder, holds_large, healthy = await self._take_decoder(), False, False
+    def admit_heavy(self, client: str) -> bool:
+        """True when `client` is heavy and now holds its place in the share; 503 at once when it has none."""
+        counted = self.client_time.seconds(client)
+        if counted <= self.limits.client_decode_heavy_s:
+            return False
+        if client in self.heavy_decoding or self.share_busy >= self.share:
+            raise self.retry_later(
+                f"pictures from your address took {counted:.1f} s of decoding lately, more than"
+                f" {self.limits.client_decode_heavy_s:g} s: they are decoded one at a time, on the decoders that other"
+                f" clients leave free, and none is free now; retry in {self.limits.retry_after_s} s"
+            )
+        self.heavy_decoding.add(client)
+        self.share_busy += 1
+        return True
+
+    async def _prepare_once(self, body: bytes, client: str) -> bytes:
+        heavy = holds_share = self.admit_heavy(client)
+        try:
+            decoder = await self._take_decoder()
+        except BaseException:
+            self.share_busy -= holds_share
+            if heavy:
+                self.heavy_decoding.discard(client)
+            raise
+        taken, healthy = time.monotonic(), False
 
         def grant_large() -> bool:
-            nonlocal holds_large
-            holds_large = self.large_busy < self.large_share
-            self.large_busy += holds_large
-            return holds_large
+            nonlocal holds_share
+            if not holds_share and self.share_busy < self.share:
+                holds_share = True
+                self.share_busy += 1
+            return holds_share
 
         try:
             kind, payload = await asyncio.wait_for(decoder.run(body, grant_large), self.limits.decode_time_s)
@@ -331,7 +388,10 @@ class PicturePool:
         except (asyncio.IncompleteReadError, ConnectionError):
             raise DecoderDied from None
         finally:
-            self.large_busy -= holds_large
+            self.client_time.charge(client, time.monotonic() - taken)
+            self.share_busy -= holds_share
+            if heavy:
+                self.heavy_decoding.discard(client)
             if healthy:
                 self.put_back(decoder)
             else:

@@ -117,11 +117,14 @@ def build_server(
     max_batch_size: int = 16,
     batch_timeout: float = 0.005,
     limits: ServiceLimits = LIMITS,
+    behind_nginx: bool = False,
 ) -> ls.LitServer:
     """A LitServer for the checkpoints (on the CPU) with our `/predict`, the page, and the limits of `limits`.
 
     Several checkpoints are answered side by side, each under its name (`names`, in the same order). Run it with
-    `server.run(..., **uvicorn_options(limits))` so that uvicorn applies the limits on the HTTP level.
+    `server.run(..., **uvicorn_options(limits, behind_nginx))` so that uvicorn applies the limits on the HTTP level.
+    `behind_nginx`: it listens only on the Unix socket that `serve --public`'s nginx connects to, so the client's
+    address is the one nginx sets in X-Real-IP; otherwise it is the connection's peer, and that header is ignored.
     """
     paths = [str(path) for path in (ckpt_paths if isinstance(ckpt_paths, list) else [ckpt_paths])]
     names = names or [Path(path).stem for path in paths]
@@ -137,7 +140,7 @@ def build_server(
     handler = RegularRequestHandler(api, server)
 
     async def predict(request: Request) -> Response:
-        digit = await pool.prepare(await request.body())
+        digit = await pool.prepare(await request.body(), client_of(request, behind_nginx))
         return JSONResponse(await handler.handle_request(digit, bytes))
 
     app.add_api_route(api.api_path, predict, methods=["POST"], dependencies=[Depends(server.setup_auth(api))])
@@ -161,6 +164,14 @@ def build_server(
     return server
 
 
+def client_of(request: Request, behind_nginx: bool) -> str:
+    """The client's address, to which its pictures' decoding time is counted: behind nginx, the address nginx saw
+    (it replaces any X-Real-IP a client sends); alone, the connection's peer."""
+    if behind_nginx:
+        return request.headers.get("x-real-ip", "-")
+    return request.client.host if request.client else "-"
+
+
 def uvicorn_options(limits: ServiceLimits = LIMITS, behind_nginx: bool = False) -> dict:
     """`LitServer.run`'s keyword arguments for uvicorn: its documented limits, and nothing uvicorn adds.
 
@@ -176,6 +187,7 @@ def uvicorn_options(limits: ServiceLimits = LIMITS, behind_nginx: bool = False) 
         "backlog": limits.max_connections,
         "timeout_keep_alive": limits.keep_alive_s,
         "ws": "none",  # no websockets here
+        "proxy_headers": False,  # X-Forwarded-For from a client on 127.0.0.1 would otherwise replace its address
         "server_header": False,
         "access_log": False,  # ours has the duration and the sizes
     }

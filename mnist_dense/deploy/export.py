@@ -37,6 +37,7 @@ from mnist_dense.deploy.inference import (
     load_inference_model,
     require_extra,
 )
+from mnist_dense.deploy.options import command_parser, parse_flat
 
 ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")
 INPUT_NAME, OUTPUT_NAME, SCORE_NAME = "images", "probabilities", "not_a_digit_score"
@@ -59,7 +60,7 @@ class ExportCheck:
 
 
 def parse_args(args: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mnist_dense export", description=__doc__.splitlines()[0])
+    parser = command_parser("python -m mnist_dense export", __doc__.splitlines()[0])
     parser.add_argument(
         "--ckpt_path",
         required=True,
@@ -83,10 +84,8 @@ def parse_args(args: list[str]) -> argparse.Namespace:
         nargs="+",
         help="With --format web: a name for each checkpoint, as serve takes them (default: the file names).",
     )
-    parser.add_argument(
-        "--data.data_dir", dest="data_dir", default=default_data_dir(), help="Folder holding MNIST/raw, for the check."
-    )
-    return parser.parse_args(args)
+    parser.add_argument("--data.data_dir", default=default_data_dir(), help="Folder holding MNIST/raw, for the check.")
+    return parse_flat(parser, args)
 
 
 def main(args: list[str]) -> None:

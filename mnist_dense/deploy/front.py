@@ -90,6 +90,7 @@ def nginx_conf(prefix: Path, host: str, port: int, access_log: str, limits: Serv
         '            proxy_set_header Connection "";  # keep-alive connections to the service\n'
         "            proxy_set_header Host $host;\n"
         "            proxy_set_header X-Forwarded-For $remote_addr;\n"
+        "            proxy_set_header X-Real-IP $remote_addr;  # the address the service counts decoding time to\n"
         "            proxy_request_buffering on;  # the service sees a request only once its body is whole\n"
         f"            proxy_read_timeout {limits.body_timeout_s:g}s;\n"
     )

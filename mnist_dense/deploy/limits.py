@@ -45,6 +45,17 @@ class ServiceLimits:
     # Pictures over this many pixels may occupy all decoders but one, so that small ones (a drawing, a photo of one
     # digit) always find one; a large picture beyond that share gets 503 at once.
     large_picture_pixels: int = 2_000_000
+    # Decoding time, per client address (the peer's; behind nginx, the address nginx saw, never a client's header):
+    # what a picture holds a decoder beyond `client_decode_free_s` counts against its client, and is forgotten at
+    # `client_decode_forget` seconds a second. An address with more than `client_decode_heavy_s` counted decodes one
+    # picture at a time, and such addresses share, with pictures over `large_picture_pixels`, all decoders but one;
+    # beyond that share the answer is 503 with Retry-After at once. So a few addresses looping small pictures that
+    # take seconds to decode (a 28x28 PNG with a million empty chunks) cannot hold every decoder, while pictures that
+    # take milliseconds (a digit) never count, however many one address sends, and a phone photo or two do not either.
+    # A picture counts once decoded: an address's first slow pictures are not yet known to be slow.
+    client_decode_free_s: float = 0.25
+    client_decode_heavy_s: float = 1.0
+    client_decode_forget: float = 0.05
     # A request waits at most this for a free decoder: 503 with Retry-After (`retry_after_s`) beyond.
     decoder_wait_s: float = 0.5
     retry_after_s: int = 1

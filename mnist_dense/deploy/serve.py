@@ -26,6 +26,7 @@ from mnist_dense.checkpoints import CheckpointError, read_checkpoint
 from mnist_dense.deploy.front import Front, parse_public
 from mnist_dense.deploy.inference import DeployError, checkpoint_path, fail, require_extra
 from mnist_dense.deploy.limits import LIMITS
+from mnist_dense.deploy.options import command_parser, parse_flat
 from mnist_dense.stopping import handled
 
 SERVE_MODULES = ("litserve", "fastapi", "pydantic")
@@ -37,7 +38,7 @@ DEFAULT_BATCH = 16
 
 
 def parse_args(args: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mnist_dense serve", description=__doc__.splitlines()[0])
+    parser = command_parser("python -m mnist_dense serve", __doc__.splitlines()[0])
     parser.add_argument(
         "--ckpt_path",
         required=True,
@@ -70,7 +71,7 @@ def parse_args(args: list[str]) -> argparse.Namespace:
         default="stderr",
         help="One line per request: stderr (the default), a file to append to (reopened when rotated), or off.",
     )
-    return parser.parse_args(args)
+    return parse_flat(parser, args)
 
 
 def check_options(options: argparse.Namespace) -> None:
@@ -120,7 +121,7 @@ def main(args: list[str]) -> None:
     from mnist_dense.deploy.decoding import REQUEST_EXAMPLE
     from mnist_dense.deploy.digit_api import PAGE_URL, build_server, uvicorn_options
 
-    server = build_server(ckpt_paths, names, options.max_batch_size, options.batch_timeout)
+    server = build_server(ckpt_paths, names, options.max_batch_size, options.batch_timeout, behind_nginx=bool(front))
     shown = "127.0.0.1" if options.host == "0.0.0.0" else "[::1]" if options.host == "::" else options.host
     url = front.url if front else f"http://{shown}:{options.port}"
     batching = "no batching"

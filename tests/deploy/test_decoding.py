@@ -12,8 +12,8 @@ import json
 import pytest
 from fastapi import HTTPException
 
-from benchmarks.hostile import large_png, many_scan_jpeg
-from mnist_dense.deploy.decoding import PicturePool
+from benchmarks.hostile import empty_chunk_png, large_png, many_scan_jpeg
+from mnist_dense.deploy.decoding import ClientTime, PicturePool
 from mnist_dense.deploy.limits import ServiceLimits
 from mnist_dense.pictures import prepare_picture
 
@@ -37,10 +37,10 @@ def digit(digit_pngs) -> tuple[bytes, bytes]:
     return as_body(png), prepare_picture(png).numpy().tobytes()
 
 
-async def outcome(pool: PicturePool, body: bytes) -> tuple[int, str, dict]:
+async def outcome(pool: PicturePool, body: bytes, client: str = "-") -> tuple[int, str, dict]:
     """(200, '', {}) with the digit checked by the caller, or the refusal's (status, detail, headers)."""
     try:
-        await pool.prepare(body)
+        await pool.prepare(body, client)
     except HTTPException as refusal:
         return refusal.status_code, refusal.detail, refusal.headers or {}
     return 200, "", {}
@@ -210,3 +210,42 @@ def test_a_decoder_that_dies_under_a_picture_costs_a_retry_then_a_503(large, dig
         )
         assert headers == {"Retry-After": "1"}
     assert after == prepared and decoders == 2
+
+
+def test_client_time_counts_what_a_picture_holds_beyond_its_free_part_and_forgets_it_steadily() -> None:
+    now = [100.0]
+    limits = ServiceLimits(client_decode_free_s=0.25, client_decode_forget=0.05)
+    counted = ClientTime(limits, clock=lambda: now[0])
+    for _ in range(1000):  # a thousand digits of 10 ms: nothing counts
+        counted.charge("10.0.0.1", 0.01)
+    counted.charge("10.0.0.2", 2.25)
+    assert counted.seconds("10.0.0.1") == 0 and counted.seconds("10.0.0.2") == pytest.approx(2.0)
+    now[0] += 20  # 20 s at 0.05 s a second: one second forgotten
+    assert counted.seconds("10.0.0.2") == pytest.approx(1.0)
+    counted.charge("10.0.0.2", 1.25)
+    assert counted.seconds("10.0.0.2") == pytest.approx(2.0)
+    now[0] += 100
+    assert counted.seconds("10.0.0.2") == 0
+
+
+def test_addresses_whose_pictures_took_seconds_share_all_decoders_but_one_one_picture_each(digit) -> None:
+    """Two addresses have each had a slow picture; then one of them sends two and the other one, with a digit from a
+    third address: one slow picture decodes, the other two get 503 at once, and the digit has the other decoder."""
+    body, prepared = digit
+    slow = as_body(empty_chunk_png(200_000))  # 28x28, 2.4 MB of empty chunks: about half a second here
+
+    async def scenario(pool: PicturePool):
+        first = await asyncio.gather(outcome(pool, slow, "10.0.0.1"), outcome(pool, slow, "10.0.0.2"))
+        second = await asyncio.gather(
+            outcome(pool, slow, "10.0.0.1"), outcome(pool, slow, "10.0.0.1"), outcome(pool, slow, "10.0.0.2"),
+            pool.prepare(body, "10.0.0.3"),
+        )  # fmt: skip
+        return first, second
+
+    limits = ServiceLimits(decoders=2, client_decode_free_s=0, client_decode_heavy_s=0.1, decoder_wait_s=0.1)
+    first, (decoded, *refused, digit_answer) = run_with_pool(limits, scenario)
+    assert [status for status, _, _ in first] == [200, 200]
+    assert decoded == (200, "", {}) and digit_answer == prepared
+    for status, detail, headers in refused:
+        assert status == 503 and headers == {"Retry-After": "1"}
+        assert detail.startswith("pictures from your address took ") and "retry in 1 s" in detail

@@ -29,6 +29,7 @@ from mnist_dense.deploy.http_guard import ACCESS_LOG
 from mnist_dense.deploy.limits import LIMITS
 from mnist_dense.deploy.serve import start_access_log
 from tests.conftest import REPO
+from tests.deploy.test_public import slow_pictures_looped_leave_digits_answered
 
 pytestmark = pytest.mark.slow
 
@@ -109,6 +110,11 @@ def test_a_body_over_the_limit_gets_its_413_sentence_through_urllib_httpx_and_cu
         text, status = curl.stdout.rsplit("\n", 1)
         assert status == "413" and json.loads(text)["detail"].startswith(sentence)
     assert '/predict" 413 ' in server.output()  # each in the access log
+
+
+def test_addresses_looping_slow_pictures_leave_other_clients_digits_answered(server: ServeProcess, digit_pngs) -> None:
+    """Alone, the client's address is the connection's peer; X-Real-IP and X-Forwarded-For from a client are ignored."""
+    slow_pictures_looped_leave_digits_answered(server.port, digit_pngs, ["127.0.6.1", "127.0.6.2"])
 
 
 def test_a_head_growing_over_the_limit_gets_400(server: ServeProcess) -> None:
