@@ -15,8 +15,8 @@ import optuna
 import pytest
 import yaml
 
-from mnist_dense import sweep
 from mnist_dense.commands import main
+from mnist_dense.sweep import command, space, study
 from tests.conftest import REPO
 from tests.tiny_runs import logged
 
@@ -45,7 +45,7 @@ def tiny_sweep(tmp_path: Path, data_dir: Path, *extra: str, space: dict = TINY_S
 
 
 def load(folder: Path, name: str = "tiny", storage: str | None = None) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=sweep.storage_for(storage, folder))
+    return optuna.load_study(study_name=name, storage=study.storage_for(storage, folder))
 
 
 def test_a_tiny_search_end_to_end(tmp_path: Path, tiny_mnist: Path, capsys: pytest.CaptureFixture) -> None:
@@ -169,17 +169,17 @@ def test_a_searched_flag_given_as_a_fit_flag_too_is_refused(tmp_path: Path, caps
 
 
 def test_without_the_extra_sweep_names_it(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setattr(sweep, "optuna", None)
+    monkeypatch.setattr(command, "optuna", None)
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep"])
     assert exit_info.value.code == 1 and 'pip install -e ".[sweep]"' in capsys.readouterr().err
 
 
 def test_the_bundled_space_starts_with_the_tutorial() -> None:
-    defaults = sweep.flatten(sweep.fit_config([]))
-    space = sweep.read_space(REPO / "configs" / "sweep.yaml", set(defaults))
-    assert space.first_trials[0] == {name: defaults[name] for name in space.parameters}
-    assert "model.hidden" not in space.parameters  # the search keeps the tutorial's 101,770-parameter network
+    defaults = space.flatten(space.fit_config([]))
+    bundled = space.read_space(REPO / "configs" / "sweep.yaml", set(defaults))
+    assert bundled.first_trials[0] == {name: defaults[name] for name in bundled.parameters}
+    assert "model.hidden" not in bundled.parameters  # the search keeps the tutorial's 101,770-parameter network
 
 
 def start_sweep(root: Path, *args: str) -> subprocess.Popen:
@@ -234,6 +234,9 @@ def test_a_signal_stops_the_trial_and_the_next_run_continues(tmp_path: Path, sig
     assert process.returncode == 128 + signum, output[-3000:]
     assert "Trial 0 stopped and marked FAIL" in output
     folder = tmp_path / "sweep" / "stop"
+    resume = output.split("Resume with:\n", 1)[1].splitlines()[0]  # the trial's own fit, not the sweep command
+    assert resume.split()[:4] == ["python", "-m", "mnist_dense", "fit"]
+    assert f"--trainer.default_root_dir {folder / 'trial_0'}" in resume
     assert (folder / "trial_0" / "version_0" / "checkpoints" / "interrupted.ckpt").is_file()
     failed, queued = load(folder, "stop", url).trials
     assert failed.state.name == "FAIL" and queued.state.name == "WAITING" and queued.user_attrs["retry_of"] == 0
@@ -243,7 +246,38 @@ def test_a_signal_stops_the_trial_and_the_next_run_continues(tmp_path: Path, sig
 
 
 def test_the_fit_flags_are_passed_to_each_trial_in_order() -> None:
-    options, fit_args = sweep.parse_args(["--n_trials", "2", "--trainer.max_steps", "-1", "--seed", "3",
+    options, fit_args = command.parse_args(["--n_trials", "2", "--trainer.max_steps", "-1", "--seed", "3",
                                           "--data.normalization=standard", "--retrain_seeds", "0", "1"])  # fmt: skip
     assert (options.n_trials, options.seed, options.retrain_seeds) == (2, 3, [0, 1])
     assert fit_args == ["--trainer.max_steps", "-1", "--data.normalization=standard"]
+
+
+def test_a_config_file_sets_sweeps_options_and_a_flag_after_it_wins(tmp_path: Path) -> None:
+    config = tmp_path / "sweep.yaml"
+    config.write_text("n_trials: 3\nstudy_name: from_file\nseed: 7\nretrain_seeds: [0, 1]\n")
+    options, fit_args = command.parse_args(["--n_trials", "5", "--config", str(config), "--model.lr", "0.01",
+                                            "--n_trials", "1", "--retrain_seeds", "2"])  # fmt: skip
+    assert (options.n_trials, options.study_name, options.seed, options.retrain_seeds) == (1, "from_file", 7, [2])
+    assert fit_args == ["--model.lr", "0.01"]
+
+
+def test_a_search_runs_with_its_options_from_a_config_file(tmp_path: Path, tiny_mnist: Path) -> None:
+    space = write_space(tmp_path / "space.yaml", TINY_SPACE)
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"space": str(space), "study_name": "filed", "n_trials": 1}))
+    main(["sweep", "--config", str(tmp_path / "sweep.yaml"), "--data.data_dir", str(tiny_mnist),
+          "--data.val_size", "100", "--trainer.max_epochs", "1", "--plots.enabled", "false",
+          "--trainer.default_root_dir", str(tmp_path / "runs")])  # fmt: skip
+    (trial,) = load(tmp_path / "runs" / "sweep" / "filed", "filed").trials
+    assert trial.state.name == "COMPLETE" and trial.params == TINY_SPACE["first_trials"][0]
+
+
+def test_a_fit_flag_in_sweeps_config_file_is_an_error_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = tmp_path / "sweep.yaml"
+    config.write_text("n_trials: 1\nmodel.lr: 0.01\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--config", str(config)])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and err.startswith(f"error: {config}: Option 'model.lr' is not accepted")
+    assert "fit's flags go on sweep's command line" in err
