@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from mnist_dense.sweep import command, space, study
 from tests.conftest import REPO
 from tests.tiny_runs import logged
 
+HOST = socket.gethostname()
 TINY_SPACE = {
     "parameters": {
         "model.lr": {"low": 1.0e-7, "high": 1.0e-2, "log": True},
@@ -243,6 +245,74 @@ def test_a_signal_stops_the_trial_and_the_next_run_continues(tmp_path: Path, sig
     finish(start_sweep(tmp_path, *study_args, "--n_trials", "1", *pause, "1000"))  # the study is usable
     retried = load(folder, "stop", url).trials[1]
     assert retried.state.name == "COMPLETE" and retried.params == failed.params
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_on_a_journal_only_a_trial_of_this_machine_whose_workers_lock_is_free_is_failed_and_queued_once(
+    tmp_path: Path,
+) -> None:
+    storage = study.storage_for(None, tmp_path)
+    shared = optuna.create_study(study_name="locks", storage=storage)
+    gone = tmp_path / "gone.lock"
+    gone.touch()  # a worker's lock file that no process holds: the worker ended
+    x = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    with study.worker_lock(tmp_path / "study.journal") as held:
+        owners = {"alive": (held, HOST, 0), "gone": (gone, HOST, 0), "elsewhere": (gone, "another-machine", 0),
+                  "unowned": (None, HOST, 0), "worn": (gone, HOST, study.MAX_RETRIES)}  # fmt: skip
+        numbers = {}
+        for name, (lock, host, retries) in owners.items():
+            trial = shared.ask(x)
+            trial.set_user_attr("host", host)
+            trial.set_user_attr("retries", retries)
+            if lock is not None:
+                trial.set_user_attr("worker_lock", str(lock))
+            numbers[name] = trial.number
+        study.fail_lost_trials(shared, storage)
+        study.fail_lost_trials(shared, storage)  # a second look changes nothing
+        trials = shared.get_trials()
+        retry = shared.ask(x)  # the next trial asked for: the queued one
+    states = {name: trials[number].state.name for name, number in numbers.items()}
+    assert states == {"alive": "RUNNING", "gone": "FAIL", "elsewhere": "RUNNING", "unowned": "RUNNING", "worn": "FAIL"}
+    (queued,) = trials[len(owners) :]  # the gone worker's values, once; the worn-out trial's not again
+    assert queued.state.name == "WAITING" and queued.user_attrs == {"retry_of": numbers["gone"], "retries": 1}
+    assert retry.number == queued.number and retry.params == trials[numbers["gone"]].params
+    assert not held.exists()  # a worker removes its own lock file when it ends
+
+
+@pytest.mark.slow
+def test_on_a_journal_file_a_killed_workers_trial_is_failed_by_the_survivor_and_runs_again_once(
+    tmp_path: Path,
+) -> None:
+    write_space(tmp_path / "space.yaml", TINY_SPACE)
+    go = tmp_path / "go"
+    lost = start_sweep(tmp_path, "--study_name", "lost", "--n_trials", "1", "--seed", "0",
+                       "--trainer.callbacks+=tests.helpers.PauseAtStep", "--trainer.callbacks.step", "3")  # fmt: skip
+    for line in lost.stdout:  # the first trial (the queued one) is mid-training
+        if line.startswith("PAUSED at step 3"):
+            break
+    until_go = ["--trainer.callbacks+=tests.helpers.PauseUntilFile", "--trainer.callbacks.path", str(go)]
+    survivor = start_sweep(tmp_path, "--study_name", "lost", "--n_trials", "2", "--seed", "1", *until_go)
+    before = []
+    for line in survivor.stdout:  # its first trial is mid-training too, while the other worker lives
+        before.append(line)
+        if line.startswith("PAUSED at step 3"):
+            break
+    folder = tmp_path / "sweep" / "lost"
+    assert [t.state.name for t in load(folder, "lost").trials] == ["RUNNING", "RUNNING"]  # a live worker's trial stays
+
+    lost.send_signal(signal.SIGKILL)  # no handler runs, no last word
+    lost.wait(timeout=30)
+    go.touch()
+    output = "".join(before) + finish(survivor)
+
+    lost_trial, first, retry = load(folder, "lost").trials
+    assert lost_trial.state.name == "FAIL" and lost_trial.params == TINY_SPACE["first_trials"][0]
+    assert f"Trial 0 lost its worker (its lock {lost_trial.user_attrs['worker_lock']} is free)" in output
+    assert first.state.name == retry.state.name == "COMPLETE" and "retry_of" not in first.user_attrs
+    assert retry.user_attrs["retry_of"] == 0 and retry.params == lost_trial.params  # run again, once
+    for trial in (first, retry):  # each finished trial ran exactly once, into its own folder
+        assert [p.name for p in (folder / f"trial_{trial.number}").iterdir()] == ["version_0"]
+    assert list((folder / "study.journal.workers").iterdir()) == [Path(lost_trial.user_attrs["worker_lock"])]
 
 
 def test_the_fit_flags_are_passed_to_each_trial_in_order() -> None:

@@ -155,7 +155,8 @@ def main(argv: list[str]) -> None:
     try:
         storage = study.storage_for(options.storage, folder, options.heartbeat)
         opened = study.open_study(options.study_name, storage, space, options.seed)
-        study.run_trials(opened, space, fit_args, folder, options.n_trials, storage)
+        with study.worker_lock(study.journal_file(options.storage, folder)) as lock:
+            study.run_trials(opened, space, fit_args, folder, options.n_trials, storage, lock)
         report.report(opened, space, fit_args, folder)
         if options.retrain_seeds:
             if not (folder / "retrain.yaml").exists():

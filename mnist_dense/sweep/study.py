@@ -6,11 +6,19 @@ gets the live `Trial`. Failures and signals stay where `fit` already handles the
 stops the search with fit's message; Ctrl-C or SIGTERM stop the trial after the step in progress (fit's own
 handling), mark it FAIL, queue its values again for the next run, and exit 130 or 143. Writes to the study wait for a
 signal to be handled until they are whole.
+
+A worker lost without a word (SIGKILL, a machine gone) leaves its trial RUNNING. On a database Optuna's heartbeat
+finds it; a journal file has no heartbeat, so each worker holds an OS lock (flock) on a file of its own for as long as
+it runs and names that file in its trials: a RUNNING trial of this machine whose lock is free has lost its worker.
+Either way the next worker to start a trial marks it FAIL and queues its values again, once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
+import secrets
 import signal
 import socket
 import sys
@@ -32,12 +40,20 @@ MAX_RETRIES = 3  # how often the values of a trial whose worker was lost run aga
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def journal_file(value: str | None, folder: Path) -> Path | None:
+    """The journal file the study lives in (default folder/study.journal), or None for a database URL."""
+    if value and "://" in value:
+        return None
+    return Path(value) if value else folder / "study.journal"
+
+
 def storage_for(value: str | None, folder: Path, heartbeat: int | None = None) -> optuna.storages.BaseStorage:
     """A database URL: Optuna's RDB storage with a heartbeat every `heartbeat` seconds (None: none, to read), so
     that the trial of a worker lost without a word (a machine gone, SIGKILL) is marked FAIL by the next worker that
     asks for a trial, and its values are queued again (`RetryHeartbeatStaleTrialCallback`). Otherwise a journal file
-    (default folder/study.journal) that processes share; Optuna's journal storage keeps no heartbeat."""
-    if value and "://" in value:
+    (default folder/study.journal) that processes share; it keeps no heartbeat (`worker_lock` stands in)."""
+    path = journal_file(value, folder)
+    if path is None:
         if heartbeat is None:
             return optuna.storages.RDBStorage(value)
         return optuna.storages.RDBStorage(
@@ -46,7 +62,6 @@ def storage_for(value: str | None, folder: Path, heartbeat: int | None = None) -
             grace_period=2 * heartbeat,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
         )
-    path = Path(value) if value else folder / "study.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
 
@@ -93,6 +108,71 @@ def open_study(name: str, storage: Any, space: Space, seed: int | None) -> optun
         for values in space.first_trials:
             study.enqueue_trial(values)
     return study
+
+
+@contextlib.contextmanager
+def worker_lock(journal: Path | None) -> Iterator[Path | None]:
+    """An OS lock on a file of this process's own beside the journal, held while it runs; None for a database.
+
+    The kernel releases it when the process ends, however it ends (SIGKILL too), so a free lock means a gone worker;
+    the name is unique (host, process id, a random part), so no later process takes it over.
+    """
+    if journal is None:
+        yield None
+        return
+    folder = journal.with_name(f"{journal.name}.workers")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}.lock"
+    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)  # this worker's trials are all told by now: nothing is left to judge by it
+        os.close(descriptor)
+
+
+def worker_gone(lock: str) -> bool:
+    """Whether the worker that holds this lock file has ended: the lock is free. A missing file is not judged."""
+    try:
+        descriptor = os.open(lock, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(descriptor)  # closing also releases a lock just taken
+    return True
+
+
+def fail_lost_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
+    """Mark FAIL the RUNNING trials of this machine whose worker's lock is free, and queue their values again.
+
+    Two workers may find the same trial at once: the journal lets only the first FAIL through (the other gets
+    `UpdateFinishedTrialError`), and only that one queues the values. A trial retried `MAX_RETRIES` times is not
+    queued again: its values may be what kills the worker (memory, say).
+    """
+    host, study_id = socket.gethostname(), storage.get_study_id_from_name(study.study_name)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        lock = trial.user_attrs.get("worker_lock")
+        if trial.user_attrs.get("host") != host or not lock or not worker_gone(lock):
+            continue  # another machine's lock means nothing here; a trial without one cannot be judged
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        try:
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker marked it first, and queues it
+        retries = trial.user_attrs.get("retries", 0)
+        queued = retries < MAX_RETRIES and bool(trial.params)
+        if queued:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": retries + 1})
+        print(
+            f"Trial {trial.number} lost its worker (its lock {lock} is free): marked FAIL"
+            + ("; its values are queued again." if queued else f"; run {retries + 1} times, not queued again."),
+            file=sys.stderr,
+        )
 
 
 def run_trial(trial: optuna.Trial, space: Space, fit_args: list[str], folder: Path) -> float:
@@ -142,16 +222,22 @@ def run_trials(
     folder: Path,
     count: int,
     storage: Any = None,
+    lock: Path | None = None,
 ) -> None:
     """`count` new trials, one after another; an interrupted trial is marked FAIL and queued again, and so is the
-    trial of a worker whose heartbeat stopped (before each trial, as Optuna's `optimize` does)."""
+    trial of a lost worker (before each trial, as Optuna's `optimize` does): by its heartbeat on a database, by its
+    free `lock` on a journal file."""
     for _ in range(count):
         with signals_held():
             if isinstance(storage, optuna.storages.RDBStorage):
                 optuna.storages.fail_stale_trials(study)
+            elif lock is not None:
+                fail_lost_trials(study, storage)
             trial = study.ask()
             trial.set_user_attr("folder", str(folder / f"trial_{trial.number}"))
             trial.set_user_attr("host", socket.gethostname())
+            if lock is not None:
+                trial.set_user_attr("worker_lock", str(lock))
         try:
             with heartbeat(storage, study, trial):
                 value = run_trial(trial, space, fit_args, folder)
