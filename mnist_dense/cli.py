@@ -92,7 +92,7 @@ class MNISTDenseCLI(LightningCLI):
             trainer_defaults={
                 "max_epochs": TUTORIAL_EPOCHS,
                 "default_root_dir": RUNS_DIR,
-                "callbacks": [SaveOnInterrupt(), *(callbacks or [])],
+                "callbacks": [SaveOnInterrupt(command=args), *(callbacks or [])],
             },
             parser_kwargs={"prog": command_name(), "description": DESCRIPTION},
             args=args,
@@ -185,7 +185,7 @@ class MNISTDenseCLI(LightningCLI):
         `enable_progress_bar`/`enable_model_summary` flags, `--trainer.limit_val_batches`. They are added here, not
         to the config, so that a run's config.yaml reruns with other flags (`--trainer.enable_progress_bar false`).
         """
-        config = self.config_init[self.subcommand]
+        config = self._own(self.config_init)
         plugins = config.trainer.plugins
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
         if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
@@ -197,13 +197,13 @@ class MNISTDenseCLI(LightningCLI):
         if config.trainer.enable_model_summary is not False and not any(isinstance(c, ModelSummary) for c in callbacks):
             callbacks.append(KerasSummary())
             kwargs["enable_model_summary"] = False  # ours takes the place of Lightning's default summary
-        if self.subcommand == "fit" and config.data.val_size == 0 and config.trainer.limit_val_batches is None:
+        if self.subcommand in ("fit", None) and config.data.val_size == 0 and config.trainer.limit_val_batches is None:
             kwargs["limit_val_batches"] = 0  # no validation set: no validation loop (and no empty-loader warning)
         return super().instantiate_trainer(plugins=plugins, callbacks=callbacks, **kwargs)
 
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand]
-        if self.subcommand != "fit":
+        config = self._own(self.config)
+        if self.subcommand not in ("fit", None):
             runtime.quiet_training_state()
         if config.data.val_size == 0 and config.checkpoint.monitor == "val_acc":
             # No validation set: keep the latest epoch as "best", like the tutorial keeps its final model.
@@ -232,9 +232,13 @@ class MNISTDenseCLI(LightningCLI):
             count = self.model.test_images
             print(f"Test accuracy: {100 * results[0]['test_acc']:.2f}% on {count:,} images ({best or 'final weights'})")
 
+    def _own(self, config: Namespace) -> Namespace:
+        """The subcommand's part of `config`; with `run=False` there is no subcommand and all of it is a fit's."""
+        return config[self.subcommand] if self.subcommand else config
+
     def instantiate_classes(self) -> None:
         """`--threads` first, so that everything is built and run with it; config.yaml records the count used."""
-        config = self.config[self.subcommand]
+        config = self._own(self.config)
         threads = config.threads or default_threads(config.model)
         if threads:
             torch.set_num_threads(threads)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -29,6 +30,25 @@ class PauseAtStep(L.Callback):
         interrupt = next(c for c in trainer.callbacks if isinstance(c, SaveOnInterrupt))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (trainer.received_sigterm or interrupt.stop_requested):
+            time.sleep(0.02)
+
+
+class PauseUntilFile(L.Callback):
+    """Prints PAUSED at one global step and waits there (up to a minute) until the file `path` exists.
+
+    A test then holds a run mid-trial while it does something else (kills another worker), and lets it go on.
+    """
+
+    def __init__(self, path: str, step: int = 3) -> None:
+        self.path = Path(path)
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step != self.step or self.path.exists():
+            return
+        print(f"PAUSED at step {self.step}", flush=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not self.path.exists():
             time.sleep(0.02)
 
 

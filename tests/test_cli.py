@@ -15,6 +15,7 @@ import yaml
 
 from mnist_dense import MNISTClassifier, MNISTDataModule
 from mnist_dense.checkpoints import read_checkpoint
+from mnist_dense.cli import MNISTDenseCLI
 from mnist_dense.commands import main
 from tests.conftest import REPO, cpu_trainer
 from tests.tiny_runs import fit_tiny, logged
@@ -75,6 +76,17 @@ def test_defaults_are_the_tutorial(capsys: pytest.CaptureFixture) -> None:
 
 
 @pytest.mark.slow
+def test_run_false_builds_a_fit_with_the_packages_hooks_and_runs_nothing(tmp_path: Path) -> None:
+    """`MNISTDenseCLI(args, run=False)`: no subcommand, and every hook treats it as the fit it builds."""
+    threads = torch.get_num_threads()
+    cli = MNISTDenseCLI(args=["--data.val_size", "0", "--trainer.default_root_dir", str(tmp_path)], run=False)
+    torch.set_num_threads(threads)
+    assert cli.config.checkpoint.monitor is None  # no validation set: the latest epoch is kept as best
+    assert cli.trainer.limit_val_batches == 0 and cli.trainer.max_epochs == 5
+    assert cli.config.trainer.logger["init_args"]["save_dir"] == str(tmp_path)  # the run folder, as for fit
+    assert cli.trainer.global_step == 0 and not list(tmp_path.iterdir())  # nothing trained, nothing written
+
+
 def test_fit_end_to_end_on_bundled_mnist(tmp_path: Path) -> None:
     """A fraction of an epoch on the real data, then the test set with the best checkpoint."""
     root = tmp_path / "run"

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks import docs_tables
-from mnist_dense import calibration, shift, show, sweep
+from mnist_dense import calibration, shift, show
 from mnist_dense.commands import main
 from mnist_dense.deploy import export, serve
+from mnist_dense.sweep import command as sweep
 from tests.conftest import REPO
 
 README = REPO / "README.md"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -15,11 +16,12 @@ import optuna
 import pytest
 import yaml
 
-from mnist_dense import sweep
 from mnist_dense.commands import main
+from mnist_dense.sweep import command, space, study
 from tests.conftest import REPO
 from tests.tiny_runs import logged
 
+HOST = socket.gethostname()
 TINY_SPACE = {
     "parameters": {
         "model.lr": {"low": 1.0e-7, "high": 1.0e-2, "log": True},
@@ -45,7 +47,7 @@ def tiny_sweep(tmp_path: Path, data_dir: Path, *extra: str, space: dict = TINY_S
 
 
 def load(folder: Path, name: str = "tiny", storage: str | None = None) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=sweep.storage_for(storage, folder))
+    return optuna.load_study(study_name=name, storage=study.storage_for(storage, folder))
 
 
 def test_a_tiny_search_end_to_end(tmp_path: Path, tiny_mnist: Path, capsys: pytest.CaptureFixture) -> None:
@@ -169,17 +171,17 @@ def test_a_searched_flag_given_as_a_fit_flag_too_is_refused(tmp_path: Path, caps
 
 
 def test_without_the_extra_sweep_names_it(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setattr(sweep, "optuna", None)
+    monkeypatch.setattr(command, "optuna", None)
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep"])
     assert exit_info.value.code == 1 and 'pip install -e ".[sweep]"' in capsys.readouterr().err
 
 
 def test_the_bundled_space_starts_with_the_tutorial() -> None:
-    defaults = sweep.flatten(sweep.fit_config([]))
-    space = sweep.read_space(REPO / "configs" / "sweep.yaml", set(defaults))
-    assert space.first_trials[0] == {name: defaults[name] for name in space.parameters}
-    assert "model.hidden" not in space.parameters  # the search keeps the tutorial's 101,770-parameter network
+    defaults = space.flatten(space.fit_config([]))
+    bundled = space.read_space(REPO / "configs" / "sweep.yaml", set(defaults))
+    assert bundled.first_trials[0] == {name: defaults[name] for name in bundled.parameters}
+    assert "model.hidden" not in bundled.parameters  # the search keeps the tutorial's 101,770-parameter network
 
 
 def start_sweep(root: Path, *args: str) -> subprocess.Popen:
@@ -234,6 +236,9 @@ def test_a_signal_stops_the_trial_and_the_next_run_continues(tmp_path: Path, sig
     assert process.returncode == 128 + signum, output[-3000:]
     assert "Trial 0 stopped and marked FAIL" in output
     folder = tmp_path / "sweep" / "stop"
+    resume = output.split("Resume with:\n", 1)[1].splitlines()[0]  # the trial's own fit, not the sweep command
+    assert resume.split()[:4] == ["python", "-m", "mnist_dense", "fit"]
+    assert f"--trainer.default_root_dir {folder / 'trial_0'}" in resume
     assert (folder / "trial_0" / "version_0" / "checkpoints" / "interrupted.ckpt").is_file()
     failed, queued = load(folder, "stop", url).trials
     assert failed.state.name == "FAIL" and queued.state.name == "WAITING" and queued.user_attrs["retry_of"] == 0
@@ -242,8 +247,107 @@ def test_a_signal_stops_the_trial_and_the_next_run_continues(tmp_path: Path, sig
     assert retried.state.name == "COMPLETE" and retried.params == failed.params
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_on_a_journal_only_a_trial_of_this_machine_whose_workers_lock_is_free_is_failed_and_queued_once(
+    tmp_path: Path,
+) -> None:
+    storage = study.storage_for(None, tmp_path)
+    shared = optuna.create_study(study_name="locks", storage=storage)
+    gone = tmp_path / "gone.lock"
+    gone.touch()  # a worker's lock file that no process holds: the worker ended
+    x = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    with study.worker_lock(tmp_path / "study.journal") as held:
+        owners = {"alive": (held, HOST, 0), "gone": (gone, HOST, 0), "elsewhere": (gone, "another-machine", 0),
+                  "unowned": (None, HOST, 0), "worn": (gone, HOST, study.MAX_RETRIES)}  # fmt: skip
+        numbers = {}
+        for name, (lock, host, retries) in owners.items():
+            trial = shared.ask(x)
+            trial.set_user_attr("host", host)
+            trial.set_user_attr("retries", retries)
+            if lock is not None:
+                trial.set_user_attr("worker_lock", str(lock))
+            numbers[name] = trial.number
+        study.fail_lost_trials(shared, storage)
+        study.fail_lost_trials(shared, storage)  # a second look changes nothing
+        trials = shared.get_trials()
+        retry = shared.ask(x)  # the next trial asked for: the queued one
+    states = {name: trials[number].state.name for name, number in numbers.items()}
+    assert states == {"alive": "RUNNING", "gone": "FAIL", "elsewhere": "RUNNING", "unowned": "RUNNING", "worn": "FAIL"}
+    (queued,) = trials[len(owners) :]  # the gone worker's values, once; the worn-out trial's not again
+    assert queued.state.name == "WAITING" and queued.user_attrs == {"retry_of": numbers["gone"], "retries": 1}
+    assert retry.number == queued.number and retry.params == trials[numbers["gone"]].params
+    assert not held.exists()  # a worker removes its own lock file when it ends
+
+
+@pytest.mark.slow
+def test_on_a_journal_file_a_killed_workers_trial_is_failed_by_the_survivor_and_runs_again_once(
+    tmp_path: Path,
+) -> None:
+    write_space(tmp_path / "space.yaml", TINY_SPACE)
+    go = tmp_path / "go"
+    lost = start_sweep(tmp_path, "--study_name", "lost", "--n_trials", "1", "--seed", "0",
+                       "--trainer.callbacks+=tests.helpers.PauseAtStep", "--trainer.callbacks.step", "3")  # fmt: skip
+    for line in lost.stdout:  # the first trial (the queued one) is mid-training
+        if line.startswith("PAUSED at step 3"):
+            break
+    until_go = ["--trainer.callbacks+=tests.helpers.PauseUntilFile", "--trainer.callbacks.path", str(go)]
+    survivor = start_sweep(tmp_path, "--study_name", "lost", "--n_trials", "2", "--seed", "1", *until_go)
+    before = []
+    for line in survivor.stdout:  # its first trial is mid-training too, while the other worker lives
+        before.append(line)
+        if line.startswith("PAUSED at step 3"):
+            break
+    folder = tmp_path / "sweep" / "lost"
+    assert [t.state.name for t in load(folder, "lost").trials] == ["RUNNING", "RUNNING"]  # a live worker's trial stays
+
+    lost.send_signal(signal.SIGKILL)  # no handler runs, no last word
+    lost.wait(timeout=30)
+    go.touch()
+    output = "".join(before) + finish(survivor)
+
+    lost_trial, first, retry = load(folder, "lost").trials
+    assert lost_trial.state.name == "FAIL" and lost_trial.params == TINY_SPACE["first_trials"][0]
+    assert f"Trial 0 lost its worker (its lock {lost_trial.user_attrs['worker_lock']} is free)" in output
+    assert first.state.name == retry.state.name == "COMPLETE" and "retry_of" not in first.user_attrs
+    assert retry.user_attrs["retry_of"] == 0 and retry.params == lost_trial.params  # run again, once
+    for trial in (first, retry):  # each finished trial ran exactly once, into its own folder
+        assert [p.name for p in (folder / f"trial_{trial.number}").iterdir()] == ["version_0"]
+    assert list((folder / "study.journal.workers").iterdir()) == [Path(lost_trial.user_attrs["worker_lock"])]
+
+
 def test_the_fit_flags_are_passed_to_each_trial_in_order() -> None:
-    options, fit_args = sweep.parse_args(["--n_trials", "2", "--trainer.max_steps", "-1", "--seed", "3",
+    options, fit_args = command.parse_args(["--n_trials", "2", "--trainer.max_steps", "-1", "--seed", "3",
                                           "--data.normalization=standard", "--retrain_seeds", "0", "1"])  # fmt: skip
     assert (options.n_trials, options.seed, options.retrain_seeds) == (2, 3, [0, 1])
     assert fit_args == ["--trainer.max_steps", "-1", "--data.normalization=standard"]
+
+
+def test_a_config_file_sets_sweeps_options_and_a_flag_after_it_wins(tmp_path: Path) -> None:
+    config = tmp_path / "sweep.yaml"
+    config.write_text("n_trials: 3\nstudy_name: from_file\nseed: 7\nretrain_seeds: [0, 1]\n")
+    options, fit_args = command.parse_args(["--n_trials", "5", "--config", str(config), "--model.lr", "0.01",
+                                            "--n_trials", "1", "--retrain_seeds", "2"])  # fmt: skip
+    assert (options.n_trials, options.study_name, options.seed, options.retrain_seeds) == (1, "from_file", 7, [2])
+    assert fit_args == ["--model.lr", "0.01"]
+
+
+def test_a_search_runs_with_its_options_from_a_config_file(tmp_path: Path, tiny_mnist: Path) -> None:
+    space = write_space(tmp_path / "space.yaml", TINY_SPACE)
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"space": str(space), "study_name": "filed", "n_trials": 1}))
+    main(["sweep", "--config", str(tmp_path / "sweep.yaml"), "--data.data_dir", str(tiny_mnist),
+          "--data.val_size", "100", "--trainer.max_epochs", "1", "--plots.enabled", "false",
+          "--trainer.default_root_dir", str(tmp_path / "runs")])  # fmt: skip
+    (trial,) = load(tmp_path / "runs" / "sweep" / "filed", "filed").trials
+    assert trial.state.name == "COMPLETE" and trial.params == TINY_SPACE["first_trials"][0]
+
+
+def test_a_fit_flag_in_sweeps_config_file_is_an_error_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = tmp_path / "sweep.yaml"
+    config.write_text("n_trials: 1\nmodel.lr: 0.01\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--config", str(config)])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and err.startswith(f"error: {config}: Option 'model.lr' is not accepted")
+    assert "fit's flags go on sweep's command line" in err

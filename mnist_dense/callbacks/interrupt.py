@@ -52,12 +52,14 @@ class SaveOnInterrupt(Callback):
     """Saves `interrupted.ckpt` in the run's checkpoint folder on Ctrl-C or SIGTERM (rank 0 writes).
 
     Not Lightning's `OnExceptionCheckpoint`: with one present, a `fit` without `--ckpt_path` silently
-    resumes from its file; here resuming is always asked for.
+    resumes from its file; here resuming is always asked for. `command` is the command line the resume line repeats
+    (None: this process's own), so that a fit run from Python (a sweep's trial) names its own flags.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, command: list[str] | None = None) -> None:
         global received
         received = None
+        self.command = command
         self.ckpt_path = INTERRUPTED_NAME
         self._stop_requested = False
         self._sigterm_noted = False
@@ -106,7 +108,7 @@ class SaveOnInterrupt(Callback):
         trainer.save_checkpoint(self.ckpt_path, weights_only=False)  # every rank joins; the strategy lets rank 0 write
         rank_zero_info(
             f"\n{received.name}: training stopped at epoch {trainer.current_epoch}, step {trainer.global_step};"
-            f" saved {self.ckpt_path}.\nResume with:\n  {resume_command(self.ckpt_path)}"
+            f" saved {self.ckpt_path}.\nResume with:\n  {resume_command(self.ckpt_path, self.command)}"
         )
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
