@@ -22,6 +22,7 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, Namespace
 
+from mnist_dense.stopping import handled
 from mnist_dense.sweep.space import SEARCH_DEFAULTS, SpaceError, check_values, fit_config, flatten, read_space
 
 try:
@@ -151,8 +152,7 @@ def main(argv: list[str]) -> None:
     folder = Path(base["trainer"]["default_root_dir"]) / "sweep" / options.study_name
     folder.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial prints its own lines
-    previous_sigterm = signal.signal(signal.SIGTERM, study.on_sigterm)
-    try:
+    with handled(study.on_sigterm, (signal.SIGTERM,)):
         storage = study.storage_for(options.storage, folder, options.heartbeat)
         opened = study.open_study(options.study_name, storage, space, options.seed)
         with study.worker_lock(study.journal_file(options.storage, folder)) as lock:
@@ -162,5 +162,3 @@ def main(argv: list[str]) -> None:
             if not (folder / "retrain.yaml").exists():
                 fail(f"no completed trial in study {options.study_name!r} yet: nothing to retrain.")
             report.retrain(folder, options.retrain_seeds)
-    finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)

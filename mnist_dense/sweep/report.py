@@ -3,7 +3,6 @@ best settings retrained on the tutorial's budget (retrain.md). Rewritten by ever
 
 from __future__ import annotations
 
-import os
 import statistics
 import warnings
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import optuna
 import yaml
 
+from mnist_dense.atomic import write_atomically
 from mnist_dense.commands import main as cli_main
 from mnist_dense.constants import TEST_COUNT, TRAIN_COUNT, TUTORIAL_EPOCHS
 from mnist_dense.sweep.space import SEARCH_DEFAULTS, Space, as_flags, fit_config, flatten, params_text, unflatten
@@ -37,13 +37,6 @@ def trials_table(study: optuna.Study) -> str:
     return "\n".join(lines)
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write beside the target and rename: a reader (or another process's report) never sees half a file."""
-    partial = path.with_name(f".{path.name}.partial.{os.getpid()}")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
 def settings_yaml(defaults: dict[str, Any], flags: list[str], keep: tuple[str, ...], header: list[str]) -> str:
     """A `fit --config` file holding what these flags change from fit's (flattened) defaults, and the `keep` keys."""
     config = flatten(fit_config(flags))
@@ -58,12 +51,12 @@ def write_best(study: optuna.Study, space: Space, fit_args: list[str], folder: P
     flags = [*SEARCH_DEFAULTS, *fit_args, *as_flags(best.params)]
     keep, defaults = tuple(space.parameters), flatten(fit_config([]))
     score = f"{MONITOR} {100 * best.value:.2f}%"
-    write_text(folder / "best.yaml", settings_yaml(defaults, flags, keep, [
+    write_atomically(folder / "best.yaml", settings_yaml(defaults, flags, keep, [
         f"The best trial of study {study.study_name!r}: trial {best.number}, {score} (the last epoch, on the",
         "held-out --data.val_size training images). Its settings as the trial ran them; rerun with",
         f"python -m mnist_dense fit --config {folder / 'best.yaml'}",
     ]))  # fmt: skip
-    write_text(folder / "retrain.yaml", settings_yaml(defaults, [*flags, *RETRAIN], keep, [
+    write_atomically(folder / "retrain.yaml", settings_yaml(defaults, [*flags, *RETRAIN], keep, [
         f"Trial {best.number} of study {study.study_name!r} ({score}) on the tutorial's budget: {TUTORIAL_EPOCHS}"
         f" epochs on all {TRAIN_COUNT:,} training images, the final model tested.",
         f"python -m mnist_dense fit --config {folder / 'retrain.yaml'} --seed_everything N",
@@ -99,7 +92,7 @@ def write_plots(study: optuna.Study, folder: Path) -> list[Path]:
 
 def report(study: optuna.Study, space: Space, fit_args: list[str], folder: Path) -> None:
     table = trials_table(study)
-    write_text(folder / "trials.md", table + "\n")
+    write_atomically(folder / "trials.md", table + "\n")
     print(f"\nStudy {study.study_name!r}: {len(study.trials)} trials\n{table}")
     if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         print("No trial has completed yet: no best settings.")
@@ -127,5 +120,5 @@ def retrain(folder: Path, seeds: list[int]) -> None:
         f" {TEST_COUNT:,} images", "", "| seed | test accuracy |", "| --- | ---: |", *rows,
         f"| median | **{statistics.median(accuracies):.2f}%** |",
     ])  # fmt: skip
-    write_text(folder / "retrain.md", text + "\n")
+    write_atomically(folder / "retrain.md", text + "\n")
     print(f"\n{text}\nWritten: {folder / 'retrain.md'}")

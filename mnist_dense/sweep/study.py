@@ -32,12 +32,12 @@ from optuna.trial import TrialState
 from optuna_integration.pytorch_lightning import PyTorchLightningPruningCallback
 
 from mnist_dense.commands import main as cli_main
+from mnist_dense.stopping import exit_status, held
 from mnist_dense.sweep.space import SEARCH_DEFAULTS, Space, as_flags, params_text
 
 MONITOR = "val_acc"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 MAX_RETRIES = 3  # how often the values of a trial whose worker was lost run again
-HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def journal_file(value: str | None, folder: Path) -> Path | None:
@@ -66,28 +66,10 @@ def storage_for(value: str | None, folder: Path, heartbeat: int | None = None) -
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
 
 
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until a write to the study is whole: no trial is left half-recorded.
-
-    Python runs signal handlers in the main thread whichever thread the signal reached (torch has its own), so
-    handlers that only note the signal, then the previous ones run on it, hold it reliably.
-    """
-    received: list[int] = []
-    previous = {signum: signal.signal(signum, lambda s, _: received.append(s)) for signum in HELD_SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in received:
-            signal.raise_signal(signum)
-
-
 def on_sigterm(signum: int, frame: Any) -> None:
     """SIGTERM outside a trial's training exits 143; inside it Lightning's handler runs first and calls this too."""
     if signal.getsignal(signal.SIGTERM) is on_sigterm:  # Lightning's own handler is not installed: not training
-        raise SystemExit(128 + signum)
+        raise SystemExit(exit_status(signum))
 
 
 def open_study(name: str, storage: Any, space: Space, seed: int | None) -> optuna.Study:
@@ -98,7 +80,7 @@ def open_study(name: str, storage: Any, space: Space, seed: int | None) -> optun
         n_startup_trials=int(space.pruner["startup_trials"]),
         n_warmup_steps=int(space.pruner["warmup_epochs"]),
     )
-    with signals_held():
+    with held():  # Ctrl-C and SIGTERM wait until the study's record is whole
         try:
             study = optuna.create_study(
                 study_name=name, storage=storage, direction="maximize", sampler=sampler, pruner=pruner
@@ -177,7 +159,7 @@ def fail_lost_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) 
 
 def run_trial(trial: optuna.Trial, space: Space, fit_args: list[str], folder: Path) -> float:
     """Trial K is `fit` with its values in folder/trial_K; returns its last epoch's validation accuracy."""
-    with signals_held():
+    with held():  # Ctrl-C and SIGTERM wait until the study's record is whole
         values = {name: parameter.suggest(trial) for name, parameter in space.parameters.items()}
     root = folder / f"trial_{trial.number}"
     print(f"Trial {trial.number}: {params_text(values)}", flush=True)
@@ -228,7 +210,7 @@ def run_trials(
     trial of a lost worker (before each trial, as Optuna's `optimize` does): by its heartbeat on a database, by its
     free `lock` on a journal file."""
     for _ in range(count):
-        with signals_held():
+        with held():  # Ctrl-C and SIGTERM wait until the study's record is whole
             if isinstance(storage, optuna.storages.RDBStorage):
                 optuna.storages.fail_stale_trials(study)
             elif lock is not None:
@@ -242,13 +224,13 @@ def run_trials(
             with heartbeat(storage, study, trial):
                 value = run_trial(trial, space, fit_args, folder)
         except optuna.TrialPruned as pruned:
-            with signals_held():
+            with held():  # Ctrl-C and SIGTERM wait until the study's record is whole
                 study.tell(trial, state=TrialState.PRUNED)
             print(f"Trial {trial.number} pruned: {pruned}", flush=True)
             continue
         except BaseException as err:
             stopped = isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit) and err.code in (130, 143))
-            with signals_held():
+            with held():  # Ctrl-C and SIGTERM wait until the study's record is whole
                 study.tell(trial, state=TrialState.FAIL)
                 if stopped and trial.params:
                     study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
@@ -260,6 +242,6 @@ def run_trials(
                 file=sys.stderr,
             )
             raise SystemExit(err.code if isinstance(err, SystemExit) else 130) from None
-        with signals_held():
+        with held():  # Ctrl-C and SIGTERM wait until the study's record is whole
             study.tell(trial, value)
         print(f"Trial {trial.number}: {MONITOR} {100 * value:.2f}%", flush=True)
