@@ -21,11 +21,11 @@ install: $(INSTALLED) ## Create .venv and install the package with its dev, depl
 fit: $(INSTALLED) ## Train the tutorial's 5 epochs and print the test accuracy (extra flags: ARGS="...")
 	$(PY) -m mnist_dense fit $(ARGS)
 
-test: $(INSTALLED) ## Run the whole test suite, the one CI runs (pytest flags: ARGS="...")
-	$(PY) -m pytest $(ARGS)
+test: $(INSTALLED) ## Run the whole test suite, the one CI runs, on two processes (pytest flags: ARGS="...")
+	$(PY) -m pytest -n 2 --dist loadfile $(ARGS)
 
-test-quick: $(INSTALLED) ## The inner loop: every test but subprocesses, signals, DDP, the server and the browser
-	$(PY) -m pytest -m "not slow" $(ARGS)
+test-quick: $(INSTALLED) ## The inner loop: tests/unit (tests/e2e starts processes: the CLI, servers, DDP, a browser)
+	$(PY) -m pytest tests/unit $(ARGS)
 
 lint: $(INSTALLED) ## ruff check and format check
 	$(VENV)/bin/ruff check .

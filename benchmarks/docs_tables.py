@@ -2,7 +2,7 @@
 
 Each table sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` on its page and opens with one line naming
 the command, the date, the commit and the machine it ran on, so a figure in the docs is always the last run of the
-command that made it, never typed. `BLOCKS` lists every such table; tests/test_docs.py holds the pages to it.
+command that made it, never typed. `BLOCKS` lists every such table; tests/unit/test_docs.py holds the pages to it.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ NOT_RUN = ("skipped", "not checked", "equivalent")
 
 # Survivors that cannot change what a user gets, each with the reason: (function, the mutated line, why). Matched on
 # the mutant's own line, so a change to that code brings the mutant back as a survivor to look at again.
-ON_CPU = "equivalent where the tests run (the CPU): tests/test_gpu.py holds the device on a GPU"
+ON_CPU = "equivalent where the tests run (the CPU): tests/e2e/test_gpu.py holds the device on a GPU"
 EQUIVALENT = [
     ("mnist_dense.translate.x_translate", "offsets = offsets.to(None)", ON_CPU),
     (
@@ -191,7 +191,7 @@ EQUIVALENT += [
     (
         "mnist_dense.checkpoints.x_read_checkpoint",
         "checkpoint = torch.load(path, map_location=None, weights_only=True)",
-        "equivalent where the tests run (the CPU): tests/test_gpu.py holds the device on a GPU",
+        "equivalent where the tests run (the CPU): tests/e2e/test_gpu.py holds the device on a GPU",
     ),
     (
         "mnist_dense.checkpoints.x_read_checkpoint",
@@ -201,7 +201,7 @@ EQUIVALENT += [
     (
         "mnist_dense.checkpoints.x_read_checkpoint",
         "checkpoint = torch.load(path, weights_only=True)",
-        "equivalent where the tests run (the CPU): tests/test_gpu.py holds the device on a GPU",
+        "equivalent where the tests run (the CPU): tests/e2e/test_gpu.py holds the device on a GPU",
     ),
     (
         "mnist_dense.checkpoints.x_read_checkpoint",
@@ -211,7 +211,7 @@ EQUIVALENT += [
     (
         "mnist_dense.checkpoints.x_peek_checkpoint",
         "checkpoint = torch.load(source, map_location=None, weights_only=True)",
-        "equivalent where the tests run (the CPU): tests/test_gpu.py holds the device on a GPU",
+        "equivalent where the tests run (the CPU): tests/e2e/test_gpu.py holds the device on a GPU",
     ),
     (
         "mnist_dense.checkpoints.x_peek_checkpoint",
@@ -221,7 +221,7 @@ EQUIVALENT += [
     (
         "mnist_dense.checkpoints.x_peek_checkpoint",
         "checkpoint = torch.load(source, weights_only=True)",
-        "equivalent where the tests run (the CPU): tests/test_gpu.py holds the device on a GPU",
+        "equivalent where the tests run (the CPU): tests/e2e/test_gpu.py holds the device on a GPU",
     ),
     (
         "mnist_dense.checkpoints.x_peek_checkpoint",
@@ -236,7 +236,7 @@ EQUIVALENT += [
     (
         "mnist_dense.checkpoints.x_peek_checkpoint",
         "return torch.load(f, map_location=None, weights_only=True)",
-        "equivalent where the tests run (the CPU): tests/test_gpu.py holds the device on a GPU",
+        "equivalent where the tests run (the CPU): tests/e2e/test_gpu.py holds the device on a GPU",
     ),
     (
         "mnist_dense.checkpoints.x_peek_checkpoint",
@@ -246,7 +246,7 @@ EQUIVALENT += [
     (
         "mnist_dense.checkpoints.x_peek_checkpoint",
         "return torch.load(f, weights_only=True)",
-        "equivalent where the tests run (the CPU): tests/test_gpu.py holds the device on a GPU",
+        "equivalent where the tests run (the CPU): tests/e2e/test_gpu.py holds the device on a GPU",
     ),
     (
         "mnist_dense.checkpoints.x_peek_checkpoint",

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 
 PAD = 280  # the page's canvas, in pixels
 PEN = PAD // 14  # the page's stroke: about 2 pixels of 28, as MNIST's
-SEVEN = [(80, 60), (200, 60), (130, 230)]  # one stroke, as tests/deploy/test_page.py draws it
+SEVEN = [(80, 60), (200, 60), (130, 230)]  # one stroke, as tests/e2e/deploy/test_page.py draws it
 PLACES = {  # moved by (dx, dy) pixels of the pad, scaled about its centre
     "middle": (0, 0, 1.0),
     "top left": (-60, -55, 1.0),
