@@ -178,11 +178,13 @@ def test_decoders_killed_while_idle_are_replaced_before_a_picture_reaches_them(d
 
 async def kill_busy_decoders(pool: PicturePool, count: int) -> None:
     """Kill up to `count` decoders, each while it holds a picture (for 10 s at most)."""
-    deadline = asyncio.get_running_loop().time() + 10
+    deadline, killed = asyncio.get_running_loop().time() + 10, set()
     while count and asyncio.get_running_loop().time() < deadline:
-        for decoder in set(pool.decoders) - set(pool.idle):
+        # A decoder killed a moment ago may still look alive (the kernel has not reaped it yet): never count it twice.
+        for decoder in set(pool.decoders) - set(pool.idle) - killed:
             if decoder.process.is_alive():
                 decoder.process.kill()
+                killed.add(decoder)
                 count -= 1
                 break
         await asyncio.sleep(0.02)
