@@ -3,8 +3,9 @@
 A request's body goes to a free decoder process as it came (JSON parsing and base64 too cost time in proportion
 to the body), and comes back as the prepared 28x28 digit or as the one-sentence refusal. Each picture has a time
 budget (a decoder that runs over is ended and replaced) and a memory budget (the decoder's address space is
-capped). Demanding pictures, those over `large_picture_pixels` and those of a client address whose pictures took
-seconds lately (`ClientTime`), may only use all decoders but one together, so that cheap pictures always find one;
+capped). Demanding pictures, those over `large_picture_pixels`, bodies over `large_body_bytes` and those of a
+client address whose pictures took seconds lately (`ClientTime`), may only use all decoders but one together, so that
+cheap pictures always find one;
 when no decoder is free within a short wait the answer is 503 with Retry-After, never an unbounded queue. Decoders
 are forked from a forkserver that has imported torch and Pillow once (`decoder_preload`): a replacement starts in
 milliseconds and shares those pages.
@@ -358,8 +359,22 @@ class PicturePool:
         self.share_busy += 1
         return True
 
+    def admit_large_body(self, body: bytes) -> bool:
+        """True when the body is over `large_body_bytes` and now holds its place in the share; 503 at once when the
+        share is taken."""
+        if len(body) <= self.limits.large_body_bytes:
+            return False
+        if self.share_busy >= self.share:
+            raise self.retry_later(
+                f"the decoders for requests over {self.limits.large_body_bytes:,} bytes are busy; retry in"
+                f" {self.limits.retry_after_s} s, or send a smaller picture (a digit needs a few KB)"
+            )
+        self.share_busy += 1
+        return True
+
     async def _prepare_once(self, body: bytes, client: str) -> bytes:
         heavy = holds_share = self.admit_heavy(client)
+        holds_share = holds_share or self.admit_large_body(body)
         try:
             decoder = await self._take_decoder()
         except BaseException:

@@ -45,6 +45,10 @@ class ServiceLimits:
     # Pictures over this many pixels may occupy all decoders but one, so that small ones (a drawing, a photo of one
     # digit) always find one; a large picture beyond that share gets 503 at once.
     large_picture_pixels: int = 2_000_000
+    # A request body over this many bytes takes its place in that share before it is decoded: JSON, base64 and a
+    # picture's chunks cost time in proportion to the bytes (a drawn digit is a few KB, a phone photo a few MB), so a
+    # slow picture that is large in bytes never holds the last decoder, even from an address not yet counted below.
+    large_body_bytes: int = 1_000_000
     # Decoding time, per client address (the peer's; behind nginx, the address nginx saw, never a client's header):
     # what a picture holds a decoder beyond `client_decode_free_s` counts against its client, and is forgotten at
     # `client_decode_forget` seconds a second. An address with more than `client_decode_heavy_s` counted decodes one

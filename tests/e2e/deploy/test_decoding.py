@@ -242,10 +242,31 @@ def test_addresses_whose_pictures_took_seconds_share_all_decoders_but_one_one_pi
         )  # fmt: skip
         return first, second
 
-    limits = ServiceLimits(decoders=2, client_decode_free_s=0, client_decode_heavy_s=0.1, decoder_wait_s=0.1)
+    limits = ServiceLimits(
+        decoders=2, client_decode_free_s=0, client_decode_heavy_s=0.1, decoder_wait_s=0.1, large_body_bytes=10**9
+    )  # the per-address count alone: these bodies are not large by bytes here
     first, (decoded, *refused, digit_answer) = run_with_pool(limits, scenario)
     assert [status for status, _, _ in first] == [200, 200]
     assert decoded == (200, "", {}) and digit_answer == prepared
     for status, detail, headers in refused:
         assert status == 503 and headers == {"Retry-After": "1"}
         assert detail.startswith("pictures from your address took ") and "retry in 1 s" in detail
+
+
+def test_bodies_large_in_bytes_share_all_decoders_but_one_from_their_first_picture(digit) -> None:
+    """Two fresh addresses send a slow picture of 2.4 MB each, with a digit from a third: nothing is counted yet, but
+    one large body decodes, the other gets 503 at once, and the digit has the other decoder."""
+    body, prepared = digit
+    slow = as_body(empty_chunk_png(200_000))
+
+    async def scenario(pool: PicturePool):
+        return await asyncio.gather(
+            outcome(pool, slow, "10.0.0.1"), outcome(pool, slow, "10.0.0.2"), pool.prepare(body, "10.0.0.3")
+        )
+
+    limits = ServiceLimits(decoders=2, large_body_bytes=1_000_000, decoder_wait_s=0.1)
+    *slow_answers, digit_answer = run_with_pool(limits, scenario)
+    assert digit_answer == prepared
+    assert sorted(status for status, _, _ in slow_answers) == [200, 503]
+    ((_, detail, headers),) = [answer for answer in slow_answers if answer[0] == 503]
+    assert headers == {"Retry-After": "1"} and detail.startswith("the decoders for requests over 1,000,000 bytes")
