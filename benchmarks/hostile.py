@@ -8,12 +8,18 @@
 - `large_png`: a legal 5000x5000 RGBA PNG of a digit, about 115 KB that decode to 100 MB of pixels.
 - `empty_chunk_png`: a legal 28x28 PNG of a digit with 900,000 empty private chunks before its pixels (10.8 MB):
   small in pixels, so no pixel limit applies, and seconds of Pillow's chunk reading.
+- `protocol_attacker`: a client of the HTTP layer, looping endless chunked trailers, pipelining floods, answers
+  never read, trickled headers, 8 MB of headers and 16 MB bodies, with idle sockets held open beside them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import socket
 import struct
+import threading
+import time
 import zlib
 
 from PIL import Image, ImageDraw
@@ -89,3 +95,90 @@ def empty_chunk_png(chunks: int = 900_000) -> bytes:
     png = buffer.getvalue()
     pixels = png.index(b"IDAT") - 4  # the IDAT chunk starts with its 4-byte length
     return png[:pixels] + png_chunk(b"prVt") * chunks + png[pixels:]
+
+
+# Clients that attack the HTTP layer rather than the decoders: what the front server (`serve --public`) bounds.
+# Each runs for at most `PROTOCOL_SHAPE_S` on one connection (or a few), then the next shape begins.
+PROTOCOL_SHAPE_S = 2.0
+HEAD = b"Host: digits\r\n"
+
+
+def endless_trailer(sock: socket.socket, stop: threading.Event) -> None:
+    """A chunked body that ends in a trailer whose value never ends."""
+    sock.sendall(b"POST /predict HTTP/1.1\r\n" + HEAD + b"Transfer-Encoding: chunked\r\n\r\n0\r\nX-Trailer: ")
+    deadline = time.monotonic() + PROTOCOL_SHAPE_S
+    while time.monotonic() < deadline and not stop.is_set():
+        sock.sendall(b"a" * 65_536)
+
+
+def pipelining_flood(sock: socket.socket, stop: threading.Event) -> None:
+    """Requests written back to back, never read."""
+    deadline = time.monotonic() + PROTOCOL_SHAPE_S
+    while time.monotonic() < deadline and not stop.is_set():
+        sock.sendall((b"GET /health HTTP/1.1\r\n" + HEAD + b"\r\n") * 500)
+
+
+def never_reads(sock: socket.socket, stop: threading.Event) -> None:
+    """Asks for the page again and again and reads nothing of the answers."""
+    sock.sendall((b"GET /draw HTTP/1.1\r\n" + HEAD + b"\r\n") * 50)
+    stop.wait(PROTOCOL_SHAPE_S)
+
+
+def trickled_headers(sock: socket.socket, stop: threading.Event) -> None:
+    """A request head sent a byte at a time (slowloris)."""
+    deadline = time.monotonic() + PROTOCOL_SHAPE_S
+    for byte in b"GET /health HTTP/1.1\r\n" + HEAD + b"X-Slow: " + b"s" * 1000:
+        if time.monotonic() > deadline or stop.is_set():
+            return
+        sock.sendall(bytes([byte]))
+        time.sleep(0.05)
+
+
+def huge_headers(sock: socket.socket, stop: threading.Event) -> None:
+    """8 MB of header lines."""
+    sock.sendall(b"GET /health HTTP/1.1\r\n" + HEAD)
+    line = b"X-Padding: " + b"p" * 8_000 + b"\r\n"
+    for _ in range(1_000):
+        if stop.is_set():
+            return
+        sock.sendall(line)
+
+
+def huge_body(sock: socket.socket, stop: threading.Event) -> None:
+    """A 16 MB body (the most the service takes), then the answer is read."""
+    size = 16_000_000
+    sock.sendall(b"POST /predict HTTP/1.1\r\n" + HEAD + b"Content-Type: application/json\r\n"
+                 + f"Content-Length: {size}\r\n\r\n".encode())  # fmt: skip
+    block = b" " * 1_000_000
+    for _ in range(size // len(block)):
+        if stop.is_set():
+            return
+        sock.sendall(block)
+    sock.recv(65_536)
+
+
+PROTOCOL_SHAPES = (endless_trailer, pipelining_flood, never_reads, trickled_headers, huge_headers, huge_body)
+
+
+def protocol_attacker(port: int, source: str, stop: threading.Event, paused: threading.Event, idle: int = 20) -> None:
+    """Loops over `PROTOCOL_SHAPES` from `source`, with `idle` sockets held open beside them, until `stop`."""
+    held: list[socket.socket] = []
+    while not stop.is_set():
+        for shape in PROTOCOL_SHAPES:
+            while paused.is_set() and not stop.is_set():
+                for sock in held:
+                    sock.close()
+                held.clear()
+                time.sleep(0.1)
+            if stop.is_set():
+                break
+            with contextlib.suppress(OSError):
+                while len(held) < idle:
+                    held.append(socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)))
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as sock:
+                    shape(sock, stop)
+            except OSError:
+                pass  # refused, reset or timed out: what the front server should do to these
+    for sock in held:
+        sock.close()

@@ -9,13 +9,17 @@ and the end; then SIGTERM, and checks that no process of the server is left. The
 machine, so on 2 cores they take CPU time from the server: the figures are for the whole machine.
 
 The hostile case (`--only hostile`): HOSTILE_CLIENTS clients, each from its own address, send in a loop
-progressive JPEGs of 12,000 scans (tens of seconds of libjpeg each), legal 5000x5000 RGBA PNGs (100 MB of pixels
-each) and 28x28 PNGs of 900,000 empty chunks (seconds of Pillow's chunk reading each), while one client asks
-`GET /health` every 20 ms and others send test digits; then SIGTERM while the hostile pictures are still coming.
-Every client connects from its own loopback address (127.0.1.N for digits, 127.0.2.N hostile: all of 127/8 is
-this machine), as clients of a public service come from their own hosts. `--public` runs every case through
-`serve --public` (nginx in front) instead of `serve` alone; its report goes into its own table. Targets:
-`/health` within 100 ms and a digit within 500 ms at p99, every process gone within 5 s.
+progressive JPEGs of 12,000 scans (tens of seconds of libjpeg each; also wrapped as MPO), legal 5000x5000 RGBA PNGs
+(100 MB of pixels each) and 28x28 PNGs of 900,000 empty chunks (seconds of Pillow's chunk reading each), while one
+client asks `GET /health` every 20 ms and others send test digits; the attack then pauses for the memory to be
+measured again, resumes, and SIGTERM comes while the hostile pictures are still coming. Every client connects from
+its own loopback address (127.0.1.N for digits, 127.0.2.N and 127.0.3.N hostile: all of 127/8 is this machine), as
+clients of a public service come from their own hosts. `--public` runs the load cases both through
+`serve --public` (nginx in front) and, alternating with it, `serve` alone, and the hostile case through nginx with
+HOSTILE_CLIENTS more clients attacking the HTTP layer (`hostile.protocol_attacker`); its report goes into its own
+table. Targets: `/health` within 100 ms and a digit within 500 ms at p99, at least 99% of the digits answered 200,
+the memory within 10% of its start once the attack stops, every process gone within 5 s; through nginx, at most 15%
+of `serve` alone's throughput lost.
 Results: a table in runs/bench/serve-latest.md and the raw figures in runs/bench/serve-<time>.json.
 """
 
@@ -38,7 +42,7 @@ from pathlib import Path
 from torchvision.io import encode_png
 
 from benchmarks import docs_tables
-from benchmarks.hostile import empty_chunk_png, large_png, many_scan_jpeg
+from benchmarks.hostile import as_mpo, empty_chunk_png, large_png, many_scan_jpeg, protocol_attacker
 from benchmarks.serve_process import ServeProcess, free_port
 from mnist_dense.data import load_split
 from mnist_dense.data.files import default_data_dir
@@ -50,7 +54,10 @@ CONFIGURATIONS = {
 }
 WARM_UP = 200
 HOSTILE_CLIENTS = 4
-HOSTILE_KINDS = ("jpeg", "png", "chunks png")
+HOSTILE_KINDS = ("jpeg", "png", "chunks png", "mpo")
+SETTLE_S = 5.0  # after the attack, before the memory is measured again
+DIGITS_ANSWERED_TARGET = 0.99  # at least this share of the digits answered 200 under attack
+MEMORY_TARGET = 1.10  # the memory after the attack: within 10% of the start
 JSON = {"Content-Type": "application/json"}
 HEALTH_EVERY_S = 0.02
 TARGETS_MS = {"health": 100, "digit": 500}
@@ -74,8 +81,10 @@ class LoadResult:
     processes: int
     stop_seconds: float
     left_running: int
+    public: bool = False  # through nginx (`serve --public`)
 
 
+FRONT_COST_TARGET = 0.15  # nginx in front costs at most this share of `serve` alone's throughput, in the same run
 # A run with these at their defaults (any --rounds, --ckpt_path or --port) writes its report into docs/serving.md.
 FULL_RUN = ("requests", "clients", "only", "hostile_requests", "hostile_clients", "data_dir")
 DOCS_BLOCK = {False: "bench-serve", True: "bench-serve-public"}  # by --public
@@ -120,9 +129,9 @@ def connect(port: int, source: str) -> http.client.HTTPConnection:
     return http.client.HTTPConnection("127.0.0.1", port, timeout=60, source_address=(source, 0))
 
 
-def start_server(ckpt: Path, flags: list[str], options: argparse.Namespace) -> ServeProcess:
+def start_server(ckpt: Path, flags: list[str], options: argparse.Namespace, public: bool | None = None) -> ServeProcess:
     """`serve` alone, or with `--public` nginx in front on the port the clients use."""
-    if not options.public:
+    if not (options.public if public is None else public):
         return ServeProcess(ckpt, *flags, port=options.port)
     port = options.port or free_port()
     return ServeProcess(ckpt, *flags, "--public", f"127.0.0.1:{port}", port=port)
@@ -174,9 +183,11 @@ def send_all(
     return latencies, counts["failures"], counts["correct"], time.perf_counter() - start
 
 
-def run_configuration(name: str, ckpt: Path, options: argparse.Namespace, bodies: list[bytes], labels: list[int]):
+def run_configuration(
+    name: str, ckpt: Path, options: argparse.Namespace, bodies: list[bytes], labels: list[int], public: bool
+) -> LoadResult:
     label, flags = CONFIGURATIONS[name]
-    with start_server(ckpt, flags, options) as server:
+    with start_server(ckpt, flags, options, public) as server:
         send_all(server.port, bodies[:WARM_UP], labels[:WARM_UP], options.clients)
         processes, memory_start = len(server.processes()), server.memory_mb()
         latencies, failures, correct, seconds = send_all(server.port, bodies, labels, options.clients)
@@ -200,6 +211,7 @@ def run_configuration(name: str, ckpt: Path, options: argparse.Namespace, bodies
         processes=processes,
         stop_seconds=round(stop_seconds, 1),
         left_running=left_running,
+        public=public,
     )
 
 
@@ -221,6 +233,9 @@ class HostileResult:
     stop_seconds: float = 0.0
     left_running: int = 0
     left_in_temporary: list[str] = field(default_factory=list)
+    memory_start_mb: float = 0.0
+    memory_peak_mb: float = 0.0
+    memory_after_mb: float = 0.0
 
 
 def percentiles(seconds: list[float]) -> tuple[float, float, float]:
@@ -230,13 +245,15 @@ def percentiles(seconds: list[float]) -> tuple[float, float, float]:
 
 
 def hostile_bodies() -> list[bytes]:
-    pictures = [many_scan_jpeg(5000, 12_000), large_png(5000), empty_chunk_png(900_000)]
+    jpeg = many_scan_jpeg(5000, 12_000)
+    pictures = [jpeg, large_png(5000), empty_chunk_png(900_000), as_mpo(jpeg)]
     return [json.dumps({"image": base64.b64encode(picture).decode()}).encode() for picture in pictures]
 
 
 def run_hostile(ckpt: Path, options: argparse.Namespace, bodies: list[bytes], labels: list[int]) -> HostileResult:
     """Hostile clients in a loop, /health probed, digits sent; then SIGTERM while the hostile pictures still come."""
-    hostile, stopping, stop = hostile_bodies(), threading.Event(), threading.Event()
+    hostile, stopping, stop, paused = hostile_bodies(), threading.Event(), threading.Event(), threading.Event()
+    memory: list[float] = []
     answers: Counter[str] = Counter()  # until SIGTERM
     health: list[tuple[float, bool]] = []  # (seconds, answered 200) until SIGTERM
 
@@ -244,6 +261,8 @@ def run_hostile(ckpt: Path, options: argparse.Namespace, bodies: list[bytes], la
         source = f"127.0.2.{first + 1}"
         connection = connect(server.port, source)
         for i in range(first, 10**9):
+            while paused.is_set() and not stop.is_set():
+                time.sleep(0.1)
             if stop.is_set():
                 return
             try:
@@ -275,15 +294,33 @@ def run_hostile(ckpt: Path, options: argparse.Namespace, bodies: list[bytes], la
                 health.append((time.perf_counter() - start, ok))
             time.sleep(HEALTH_EVERY_S)
 
+    def sample(server: ServeProcess) -> None:
+        while not stopping.is_set():
+            memory.append(server.memory_mb())
+            time.sleep(0.5)
+
     with start_server(ckpt, [], options) as server:
         send_all(server.port, bodies[:WARM_UP], labels[:WARM_UP], options.hostile_clients)
+        memory_start = server.memory_mb()
         attackers = [threading.Thread(target=attack, args=(i,), daemon=True) for i in range(HOSTILE_CLIENTS)]
+        if options.public:  # the HTTP layer's attacks, which the front server bounds
+            attackers += [
+                threading.Thread(target=protocol_attacker, args=(server.port, f"127.0.3.{i + 1}", stop, paused),
+                                 daemon=True)
+                for i in range(HOSTILE_CLIENTS)
+            ]  # fmt: skip
         prober = threading.Thread(target=probe, daemon=True)
-        for thread in [*attackers, prober]:
+        sampler = threading.Thread(target=sample, args=(server,), daemon=True)
+        for thread in [*attackers, prober, sampler]:
             thread.start()
         time.sleep(1.0)  # the hostile pictures are arriving before the first digit
         failed: Counter[str] = Counter()
         latencies, failures, correct, _ = send_all(server.port, bodies, labels, options.hostile_clients, failed)
+        paused.set()  # the attack stops a while: the memory must come back
+        time.sleep(SETTLE_S)
+        memory_after = server.memory_mb()
+        paused.clear()
+        time.sleep(1.0)  # and resumes: SIGTERM arrives while it goes on
         stopping.set()
         stop_seconds = server.stop(signal.SIGTERM)  # the hostile clients are still sending
         stop.set()
@@ -308,6 +345,9 @@ def run_hostile(ckpt: Path, options: argparse.Namespace, bodies: list[bytes], la
         stop_seconds=round(stop_seconds, 1),
         left_running=left_running,
         left_in_temporary=left_in_temporary,
+        memory_start_mb=round(memory_start),
+        memory_peak_mb=round(max(memory, default=memory_start)),
+        memory_after_mb=round(memory_after),
     )
 
 
@@ -315,9 +355,15 @@ def hostile_table(result: HostileResult, options: argparse.Namespace) -> str:
     def verdict(value: float, target: float) -> str:
         return f"{'met' if value <= target else 'MISSED'} (target <= {target:g})"
 
+    answered = 1 - result.digit_failures / max(result.digits, 1)
     return "\n".join([
         f"Hostile case{through(options)}: {HOSTILE_CLIENTS} clients, each from its own address, send 5000x5000"
-        " progressive JPEGs of 12,000 scans, 5000x5000 RGBA PNGs and 28x28 PNGs of 900,000 empty chunks in a loop;"
+        " progressive JPEGs of 12,000 scans (also wrapped as MPO), 5000x5000 RGBA PNGs and 28x28 PNGs of 900,000"
+        " empty chunks in a loop;"
+        + (f" {HOSTILE_CLIENTS} more, each from its own address with 20 idle sockets open, loop endless chunked"
+           " trailers, pipelining floods, answers never read, trickled headers, 8 MB of headers and 16 MB bodies;"
+           if options.public else "")
+        +
         f" one client asks GET /health every {1000 * HEALTH_EVERY_S:.0f} ms;"
         f" {options.hostile_clients} clients send {result.digits:,} test digits as PNG; then SIGTERM.",
         "",
@@ -329,9 +375,16 @@ def hostile_table(result: HostileResult, options: argparse.Namespace) -> str:
         f"| POST /predict, a digit | {result.digits:,} | {result.digit_p50_ms} | {result.digit_p99_ms}"
         f" | {result.digit_max_ms} | {result.digit_failures} | {verdict(result.digit_p99_ms, TARGETS_MS['digit'])} |",
         "",
-        f"- right digits: {result.right_digits:,} / {result.digits:,}; digits that failed, by answer: "
+        f"- digits answered 200: {result.digits - result.digit_failures:,} / {result.digits:,}"
+        f" ({100 * answered:.1f}%, {'met' if answered >= DIGITS_ANSWERED_TARGET else 'MISSED'}"
+        f" (target >= {100 * DIGITS_ANSWERED_TARGET:g}%));"
+        f" right digits: {result.right_digits:,} / {result.digits:,}; digits that failed, by answer: "
         + (", ".join(f"{key}: {count:,}" for key, count in result.digit_failed_answers.items()) or "none"),
         "- hostile answers: " + ", ".join(f"{key}: {count:,}" for key, count in result.hostile_answers.items()),
+        f"- memory of all the service's processes (PSS): {result.memory_start_mb:,} MB before the attack, at most"
+        f" {result.memory_peak_mb:,} MB during it, {result.memory_after_mb:,} MB {SETTLE_S:g} s after it stopped"
+        f" (ratio {result.memory_after_mb / result.memory_start_mb:.2f}:"
+        f" {verdict(result.memory_after_mb / result.memory_start_mb, MEMORY_TARGET)})",
         f"- SIGTERM while hostile pictures were still coming -> every process ended: {result.stop_seconds} s,"
         f" {verdict(result.stop_seconds, STOP_TARGET_S)}; left running: {result.left_running};"
         f" left in the temporary directory: {result.left_in_temporary or 'nothing'}",
@@ -343,27 +396,43 @@ def through(options: argparse.Namespace) -> str:
 
 
 def table(results: list[LoadResult], options: argparse.Namespace) -> str:
+    beside = " and, beside it in the same run, `serve` alone" if options.public else ""
     lines = [
-        f"`serve`{through(options)} under load: {options.clients} concurrent clients, each from its own address,"
-        f" {options.requests:,} requests each configuration,"
-        f" test digits as PNG.",
+        f"`serve`{through(options)}{beside} under load: {options.clients} concurrent clients, each from its own"
+        f" address, {options.requests:,} requests each configuration, test digits as PNG.",
         "",
         "| configuration | req/s | p50 ms | p99 ms | max ms | failures | right digit | memory start -> end MB"
         " (PSS, processes) | SIGTERM -> all ended | left running |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
+        way = (", through nginx" if r.public else ", `serve` alone") if options.public else ""
         lines.append(
-            f"| {r.configuration} | {r.requests_per_second:.0f} | {r.p50_ms} | {r.p99_ms} | {r.max_ms} | {r.failures}"
+            f"| {r.configuration}{way} | {r.requests_per_second:.0f} | {r.p50_ms} | {r.p99_ms} | {r.max_ms}"
+            f" | {r.failures}"
             f" | {r.correct:,} / {r.requests:,} | {r.memory_start_mb:.0f} -> {r.memory_end_mb:.0f} ({r.processes})"
             f" | {r.stop_seconds} s | {r.left_running} |"
         )
-    if options.rounds > 1:
+    if options.public:
         lines.append("")
         for label in dict.fromkeys(r.configuration for r in results):
-            runs = [r for r in results if r.configuration == label]
+            alone, front = (
+                statistics.median(r.requests_per_second for r in results if r.configuration == label and r.public == w)
+                for w in (False, True)
+            )
+            cost = 1 - front / alone
+            verdict = "met" if cost <= FRONT_COST_TARGET else "MISSED"
             lines.append(
-                f"- {label}, median of {len(runs)} rounds: {statistics.median(r.requests_per_second for r in runs):.0f}"
+                f"- {label}: through nginx {front:.0f} req/s against {alone:.0f} alone, a cost of {100 * cost:.0f}%"
+                f" of the throughput ({verdict}: target <= {100 * FRONT_COST_TARGET:.0f}%)"
+            )
+    if options.rounds > 1:
+        lines.append("")
+        for label in dict.fromkeys((r.configuration, r.public) for r in results):
+            runs = [r for r in results if (r.configuration, r.public) == label]
+            lines.append(
+                f"- {label[0]}{', through nginx' if label[1] else ''}, median of {len(runs)} rounds:"
+                f" {statistics.median(r.requests_per_second for r in runs):.0f}"
                 f" req/s, p50 {statistics.median(r.p50_ms for r in runs):.1f} ms,"
                 f" p99 {statistics.median(r.p99_ms for r in runs):.1f} ms"
             )
@@ -377,7 +446,12 @@ def main(args: list[str] | None = None) -> None:
     bodies, labels = request_bodies(options.data_dir, max(options.requests, options.hostile_requests))
     only = options.only.split(",")
     names = [name for name in only if name in CONFIGURATIONS] * options.rounds  # alternating: load hits both alike
-    results = [run_configuration(name, ckpt, options, bodies[: options.requests], labels) for name in names]
+    ways = [False, True] if options.public else [False]  # through nginx: `serve` alone beside it, alternating
+    results = [
+        run_configuration(name, ckpt, options, bodies[: options.requests], labels, public)
+        for name in names
+        for public in ways
+    ]
     hostile = None
     if "hostile" in only:
         hostile = run_hostile(ckpt, options, bodies[: options.hostile_requests], labels[: options.hostile_requests])
