@@ -21,6 +21,7 @@ import struct
 import threading
 import time
 import zlib
+from typing import Any
 
 from PIL import Image, ImageDraw
 
@@ -160,7 +161,7 @@ def huge_body(sock: socket.socket, stop: threading.Event) -> None:
 PROTOCOL_SHAPES = (endless_trailer, pipelining_flood, never_reads, trickled_headers, huge_headers, huge_body)
 
 
-def protocol_attacker(port: int, source: str, stop: threading.Event, paused: threading.Event, idle: int = 20) -> None:
+def protocol_attacker(port: int, source: str, stop: Any, paused: Any, idle: int = 20) -> None:
     """Loops over `PROTOCOL_SHAPES` from `source`, with `idle` sockets held open beside them, until `stop`."""
     held: list[socket.socket] = []
     while not stop.is_set():
@@ -182,3 +183,13 @@ def protocol_attacker(port: int, source: str, stop: threading.Event, paused: thr
                 pass  # refused, reset or timed out: what the front server should do to these
     for sock in held:
         sock.close()
+
+
+def protocol_attackers(port: int, sources: list[str], stop: Any, paused: Any) -> None:
+    """`protocol_attacker` from each of `sources` at once, until `stop`: run in a process of its own, so that its
+    sending never holds the interpreter lock of the process that times the normal clients."""
+    threads = [threading.Thread(target=protocol_attacker, args=(port, source, stop, paused)) for source in sources]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

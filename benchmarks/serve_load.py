@@ -16,8 +16,9 @@ measured again, resumes, and SIGTERM comes while the hostile pictures are still 
 its own loopback address (127.0.1.N for digits, 127.0.2.N and 127.0.3.N hostile: all of 127/8 is this machine), as
 clients of a public service come from their own hosts. `--public` runs the load cases both through
 `serve --public` (nginx in front) and, alternating with it, `serve` alone, and the hostile case through nginx with
-HOSTILE_CLIENTS more clients attacking the HTTP layer (`hostile.protocol_attacker`); its report goes into its own
-table. Targets: `/health` within 100 ms and a digit within 500 ms at p99, at least 99% of the digits answered 200,
+HOSTILE_CLIENTS more clients attacking the HTTP layer (`hostile.protocol_attackers`, from a process of their own);
+its report goes into its own table.
+Targets: `/health` within 100 ms and a digit within 500 ms at p99, at least 99% of the digits answered 200,
 the memory within 10% of its start once the attack stops, every process gone within 5 s; through nginx, at most 15%
 of `serve` alone's throughput lost.
 Results: a table in runs/bench/serve-latest.md and the raw figures in runs/bench/serve-<time>.json.
@@ -29,6 +30,7 @@ import argparse
 import base64
 import http.client
 import json
+import multiprocessing
 import os
 import signal
 import statistics
@@ -42,7 +44,7 @@ from pathlib import Path
 from torchvision.io import encode_png
 
 from benchmarks import docs_tables
-from benchmarks.hostile import as_mpo, empty_chunk_png, large_png, many_scan_jpeg, protocol_attacker
+from benchmarks.hostile import as_mpo, empty_chunk_png, large_png, many_scan_jpeg, protocol_attackers
 from benchmarks.serve_process import ServeProcess, free_port
 from mnist_dense.data import load_split
 from mnist_dense.data.files import default_data_dir
@@ -303,27 +305,34 @@ def run_hostile(ckpt: Path, options: argparse.Namespace, bodies: list[bytes], la
         send_all(server.port, bodies[:WARM_UP], labels[:WARM_UP], options.hostile_clients)
         memory_start = server.memory_mb()
         attackers = [threading.Thread(target=attack, args=(i,), daemon=True) for i in range(HOSTILE_CLIENTS)]
-        if options.public:  # the HTTP layer's attacks, which the front server bounds
-            attackers += [
-                threading.Thread(target=protocol_attacker, args=(server.port, f"127.0.3.{i + 1}", stop, paused),
-                                 daemon=True)
-                for i in range(HOSTILE_CLIENTS)
-            ]  # fmt: skip
         prober = threading.Thread(target=probe, daemon=True)
         sampler = threading.Thread(target=sample, args=(server,), daemon=True)
         for thread in [*attackers, prober, sampler]:
             thread.start()
+        if options.public:  # the HTTP layer's attacks, which the front server bounds, from a process of their own
+            sources = [f"127.0.3.{i + 1}" for i in range(HOSTILE_CLIENTS)]
+            spawn = multiprocessing.get_context("spawn")
+            stop_all, pause_all = spawn.Event(), spawn.Event()
+            protocol = spawn.Process(target=protocol_attackers, args=(server.port, sources, stop_all, pause_all))
+            protocol.start()
         time.sleep(1.0)  # the hostile pictures are arriving before the first digit
         failed: Counter[str] = Counter()
         latencies, failures, correct, _ = send_all(server.port, bodies, labels, options.hostile_clients, failed)
         paused.set()  # the attack stops a while: the memory must come back
+        if options.public:
+            pause_all.set()
         time.sleep(SETTLE_S)
         memory_after = server.memory_mb()
         paused.clear()
+        if options.public:
+            pause_all.clear()
         time.sleep(1.0)  # and resumes: SIGTERM arrives while it goes on
         stopping.set()
         stop_seconds = server.stop(signal.SIGTERM)  # the hostile clients are still sending
         stop.set()
+        if options.public:
+            stop_all.set()
+            protocol.join(60)
         left_running, left_in_temporary = len(server.processes()), server.left_in_temporary()
         for thread in [*attackers, prober]:
             thread.join(60)
