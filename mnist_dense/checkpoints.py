@@ -21,7 +21,7 @@ from torch import nn
 
 from mnist_dense.atomic import write_atomically
 from mnist_dense.constants import TUTORIAL_HIDDEN
-from mnist_dense.model import class_path, describe, is_ours, known_networks, network_config
+from mnist_dense.model import class_path, describe, known_networks, network_class, network_config
 
 # Where runs go by default (`--trainer.default_root_dir`), and so where `--ckpt_path last` looks.
 RUNS_DIR = "runs"
@@ -121,7 +121,7 @@ def saved_network(path: str | os.PathLike | IO | None, checkpoint: dict[str, Any
     """
     hparams = checkpoint.get("hyper_parameters") or {}
     net = hparams.get("net")
-    if net is not None and not is_ours(net):
+    if net is not None and network_class(net) is None:
         raise CheckpointError(
             f"{_which(path)} names the network {class_path(net)!r}, which is not"
             f" one of this package's networks ({known_networks()}); it was not imported. Give a checkpoint of"

@@ -138,20 +138,21 @@ def class_path(net: object) -> str:
     return str(net.get("class_path") if hasattr(net, "get") else net)
 
 
-def is_ours(net: object) -> bool:
-    """Whether a network (an instance or a config) is one of `NETWORKS`, judged on its whole class path alone."""
+def network_class(net: object) -> type[nn.Module] | None:
+    """The class of `NETWORKS` a network (an instance or a config) is, judged on its whole class path alone; None
+    for any other. Imports nothing."""
     module, _, name = class_path(net).rpartition(".")
     kind = NETWORKS.get(name) if module == __name__ else None
-    return kind is not None and (not isinstance(net, nn.Module) or type(net) is kind)
+    return kind if kind is not None and (not isinstance(net, nn.Module) or type(net) is kind) else None
 
 
 def build_network(config: Any) -> nn.Module:
     """The network a config names, built with its init args. Only `NETWORKS` are built, and nothing is imported:
     a class path outside this module is a ValueError that names this package's networks."""
-    if not is_ours(config):
+    kind = network_class(config)
+    if kind is None:
         raise ValueError(f"{class_path(config)!r} is not one of this package's networks ({known_networks()}).")
-    config = network_config(config)
-    return NETWORKS[config["class_path"].rpartition(".")[2]](**config["init_args"])
+    return kind(**network_config(config)["init_args"])
 
 
 def network_config(net: object = None, hidden: int = TUTORIAL_HIDDEN) -> dict[str, Any]:

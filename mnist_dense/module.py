@@ -24,7 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from mnist_dense.calibration import energy, temperature_of, threshold_of
 from mnist_dense.checkpoints import check_network, peek_checkpoint, saved_network
 from mnist_dense.constants import IMAGE_SIZE, KERAS_ADAM_EPS, NOT_A_DIGIT, NUM_CLASSES, TUTORIAL_HIDDEN, TUTORIAL_LR
-from mnist_dense.model import DenseNet, build_network, class_path, is_ours, known_networks, network_config
+from mnist_dense.model import DenseNet, build_network, class_path, known_networks, network_class, network_config
 
 Batch = tuple[Tensor, Tensor]
 STAGES = ("train", "val", "test")
@@ -204,7 +204,7 @@ def hyperparameter_problem(
         return f"lr_schedule {lr_schedule!r}: use 'constant' or 'onecycle'."
     if not (isinstance(non_digit_weight, int | float) and non_digit_weight >= 0):
         return f"non_digit_weight {non_digit_weight}: give 0 (off) or more."
-    if net is not None and not is_ours(net):
+    if net is not None and network_class(net) is None:
         return (
             f"net {class_path(net)}: only this package's networks train here ({known_networks()}). To train a network"
             " of your own on this data, write a LightningModule for it with MNISTDataModule (README: Use it from"
