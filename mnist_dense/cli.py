@@ -29,7 +29,7 @@ from mnist_dense.checkpoints import (
 )
 from mnist_dense.constants import TUTORIAL_EPOCHS, TUTORIAL_HIDDEN
 from mnist_dense.data import MNISTDataModule
-from mnist_dense.data.datamodule import DATA_CHECKED, data_argument_problem
+from mnist_dense.data.datamodule import data_argument_problem
 from mnist_dense.model import DenseNet, class_path, describe, network_config
 from mnist_dense.module import MNISTClassifier, hyperparameter_problem
 
@@ -148,11 +148,12 @@ class MNISTDenseCLI(LightningCLI):
         if config:
             check_accelerator(config.trainer.accelerator)
         if config and config.get("model"):
-            m, data = config.model, config.data
-            for flag, problem in (
-                ("model", hyperparameter_problem(m.net, m.hidden, m.lr, m.lr_schedule, m.non_digit_weight)),
-                ("data", data_argument_problem(**{name: data[name] for name in DATA_CHECKED})),
-            ):
+            m, d = config.model, config.data
+            model_problem = hyperparameter_problem(m.net, m.hidden, m.lr, m.lr_schedule, m.non_digit_weight)
+            data_problem = data_argument_problem(
+                d.batch_size, d.val_size, d.normalization, d.eval_batch_size, d.max_translate, d.non_digits
+            )
+            for flag, problem in (("model", model_problem), ("data", data_problem)):
                 if problem:
                     parser.error(f"--{flag}.{problem}")
         if not config or not config.get("ckpt_path"):

@@ -62,9 +62,6 @@ def with_non_digits(images: Tensor, labels: Tensor, count: int) -> tuple[Tensor,
     return torch.cat([images, extra]), torch.cat([labels, marks])
 
 
-DATA_CHECKED = ("batch_size", "val_size", "normalization", "eval_batch_size", "max_translate", "non_digits")
-
-
 def data_argument_problem(
     batch_size: object, val_size: object, normalization: object, eval_batch_size: object, max_translate: object,
     non_digits: object,
