@@ -349,14 +349,13 @@ class PicturePool:
         counted = self.client_time.seconds(client)
         if counted <= self.limits.client_decode_heavy_s:
             return False
-        if client in self.heavy_decoding or self.share_busy >= self.share:
+        if client in self.heavy_decoding or not self.take_share():
             raise self.retry_later(
                 f"pictures from your address took {counted:.1f} s of decoding lately, more than"
                 f" {self.limits.client_decode_heavy_s:g} s: they are decoded one at a time, on the decoders that other"
                 f" clients leave free, and none is free now; retry in {self.limits.retry_after_s} s"
             )
         self.heavy_decoding.add(client)
-        self.share_busy += 1
         return True
 
     def admit_large_body(self, body: bytes) -> bool:
@@ -364,11 +363,17 @@ class PicturePool:
         share is taken."""
         if len(body) <= self.limits.large_body_bytes:
             return False
-        if self.share_busy >= self.share:
+        if not self.take_share():
             raise self.retry_later(
                 f"the decoders for requests over {self.limits.large_body_bytes:,} bytes are busy; retry in"
                 f" {self.limits.retry_after_s} s, or send a smaller picture (a digit needs a few KB)"
             )
+        return True
+
+    def take_share(self) -> bool:
+        """A place in the share of demanding pictures (all decoders but one), if one is free: True, and it is held."""
+        if self.share_busy >= self.share:
+            return False
         self.share_busy += 1
         return True
 
@@ -386,9 +391,7 @@ class PicturePool:
 
         def grant_large() -> bool:
             nonlocal holds_share
-            if not holds_share and self.share_busy < self.share:
-                holds_share = True
-                self.share_busy += 1
+            holds_share = holds_share or self.take_share()
             return holds_share
 
         try:
