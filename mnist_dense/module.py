@@ -138,9 +138,8 @@ class MNISTClassifier(L.LightningModule):
         """Log the stage's metric objects once: Lightning computes them over the epoch (all processes), then resets."""
         loss = getattr(self, f"{stage}_loss")
         if stage == "test":
-            self.test_images = int(
-                self.trainer.strategy.reduce(loss.weight.clone(), reduce_op="sum")
-            )  # in place: a copy
+            images = loss.weight.clone()  # the strategy's reduce works in place: on a copy
+            self.test_images = int(self.trainer.strategy.reduce(images, reduce_op="sum"))
         self.log(f"{stage}_loss", loss)
         self.log(f"{stage}_acc", getattr(self, f"{stage}_acc"))
 
