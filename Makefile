@@ -50,7 +50,7 @@ clean: ## Remove run outputs and decompressed data (keeps .venv)
 bench: $(INSTALLED) ## fit vs the usual port, a plain loop and the tutorial's Keras program; the table into docs/speed.md (ARGS="--keras_python PATH" for the Keras run)
 	$(PY) -m benchmarks.bench $(ARGS)
 
-bench-serve: $(INSTALLED) ## Load-test `serve`: 10,000 test digits, batching on and off, then hostile clients; the report into docs/serving.md
+bench-serve: $(INSTALLED) ## Load-test `serve --public` (nginx in front) beside `serve` alone: 10,000 test digits, batching on and off, then hostile clients; the tables into docs/serving.md
 	$(PY) -m benchmarks.serve_load $(ARGS)
 
 results: $(INSTALLED) ## Rerun every accuracy figure (seeds 0-2, configs, conv nets, shifts, own pictures); tables into the docs

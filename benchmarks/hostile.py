@@ -8,19 +8,24 @@
 - `large_png`: a legal 5000x5000 RGBA PNG of a digit, about 115 KB that decode to 100 MB of pixels.
 - `empty_chunk_png`: a legal 28x28 PNG of a digit with 900,000 empty private chunks before its pixels (10.8 MB):
   small in pixels, so no pixel limit applies, and seconds of Pillow's chunk reading.
+- `picture_attacker`: a client that sends such pictures in a loop, whatever the answers.
 - `protocol_attacker`: a client of the HTTP layer, looping endless chunked trailers, pipelining floods, answers
   never read, trickled headers, 8 MB of headers and 16 MB bodies, with idle sockets held open beside them.
+- `attackers`: both kinds at once, each from its own address, in a process of their own at the lowest CPU priority.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import io
+import os
 import socket
 import struct
 import threading
 import time
 import zlib
+from collections import Counter
 from typing import Any
 
 from PIL import Image, ImageDraw
@@ -185,11 +190,65 @@ def protocol_attacker(port: int, source: str, stop: Any, paused: Any, idle: int 
         sock.close()
 
 
-def protocol_attackers(port: int, sources: list[str], stop: Any, paused: Any) -> None:
-    """`protocol_attacker` from each of `sources` at once, until `stop`: run in a process of its own, so that its
-    sending never holds the interpreter lock of the process that times the normal clients."""
-    threads = [threading.Thread(target=protocol_attacker, args=(port, source, stop, paused)) for source in sources]
+def picture_attacker(
+    port: int,
+    source: str,
+    bodies: dict[str, bytes],
+    first: int,
+    stop: Any,
+    paused: Any,
+    counting: Any,
+    answers: Counter[str],
+) -> None:
+    """POSTs `bodies` (JSON, by kind) in turn from `first` on, until `stop`; counts each answer by kind and status in
+    `answers` while `counting`. It goes on whatever the answer (503 and Retry-After included), as an attacker does."""
+    kinds = list(bodies)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60, source_address=(source, 0))
+    for i in range(first, 10**9):
+        while paused.is_set() and not stop.is_set():
+            time.sleep(0.1)
+        if stop.is_set():
+            break
+        kind = kinds[i % len(kinds)]
+        try:
+            connection.request("POST", "/predict", body=bodies[kind], headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            answer = str(response.status)
+        except (OSError, http.client.HTTPException):
+            answer = "no answer"
+            connection.close()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60, source_address=(source, 0))
+        if counting.is_set():
+            answers[f"{kind} {answer}"] += 1
+    connection.close()
+
+
+def attackers(
+    port: int,
+    picture_sources: list[str],
+    protocol_sources: list[str],
+    bodies: dict[str, bytes],
+    stop: Any,
+    paused: Any,
+    counting: Any,
+    results: Any,
+) -> None:
+    """`picture_attacker` from each of `picture_sources` and `protocol_attacker` from each of `protocol_sources`, all
+    at once, until `stop`; the pictures' answers by kind go onto the `results` queue at the end.
+
+    Run in a process of its own, at the lowest CPU priority (nice 19): a public service's attackers run on their own
+    machines, so neither their interpreter lock nor their CPU time should slow the clients being timed, or the
+    service, beyond what the attack itself costs the service; they still take every moment of CPU left idle. What
+    nginx and the service spend on their requests is counted at full priority."""
+    os.nice(19)
+    answers: list[Counter[str]] = [Counter() for _ in picture_sources]  # one each: no two threads add to one
+    threads = [
+        threading.Thread(target=picture_attacker, args=(port, source, bodies, i, stop, paused, counting, answers[i]))
+        for i, source in enumerate(picture_sources)
+    ] + [threading.Thread(target=protocol_attacker, args=(port, source, stop, paused)) for source in protocol_sources]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    results.put(dict(sum(answers, Counter())))

@@ -80,6 +80,8 @@ def json_answer(status: int, detail: str, retry_after_s: int | None = None) -> s
 def nginx_conf(prefix: Path, host: str, port: int, access_log: str, limits: ServiceLimits = LIMITS) -> str:
     """nginx.conf for the pair; each directive's comment says which attack it answers (docs/serving.md too)."""
     body_buffer_kb = 64
+    large_digits = len(str(limits.large_body_bytes))
+    large_from = 10 ** (large_digits - 1)
     header_kb = -(-limits.max_header_bytes // 1024)
     retry = limits.retry_after_s
     user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""  # as root, workers drop to nobody
@@ -128,6 +130,14 @@ http {{
     # Per client address: connections and the rate of requests.
     limit_conn_zone $binary_remote_addr zone=per_client:1m;
     limit_req_zone $binary_remote_addr zone=predict_rate:1m rate={limits.per_client_rate}r/s;
+    # Large bodies (and chunked ones, of unknown size) per client address; any other request has an empty key, which
+    # is not counted. nginx compares no numbers: {large_digits} digits or more are {large_from:,} bytes or more.
+    map "$http_transfer_encoding:$content_length" $large_body_client {{
+        "~^:[1-9][0-9]{{{large_digits - 1},}}$" $binary_remote_addr;
+        "~^.+:" $binary_remote_addr;
+        default "";
+    }}
+    limit_req_zone $large_body_client zone=large_rate:1m rate={limits.per_client_large_rate}r/s;
     limit_conn_status 429;
     limit_req_status 429;
 
@@ -145,6 +155,7 @@ http {{
 
         location = /predict {{
             limit_req zone=predict_rate burst={2 * limits.per_client_rate} nodelay;
+            limit_req zone=large_rate burst={4 * limits.per_client_large_rate} nodelay;
 {proxy}        }}
 
         error_page 413 @413;

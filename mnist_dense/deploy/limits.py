@@ -38,6 +38,12 @@ class ServiceLimits:
     keepalive_requests: int = 100
     per_client_connections: int = 32
     per_client_rate: int = 50
+    # Behind nginx: per client address, at most this rate of request bodies of `large_body_bytes` or more (and of
+    # chunked ones, whose size nginx cannot know before reading them), four times as many in a burst: 429 beyond,
+    # answered to the head before the body is read. A person sends a phone photo now and then; a client looping
+    # 10 MB pictures is refused at the front instead of having each body buffered, passed on and read by the service
+    # only to be told to wait.
+    per_client_large_rate: int = 1
     # A request on a connection beyond this many open ones gets 503 (uvicorn's `limit_concurrency`).
     max_connections: int = 100
     # Pictures are decoded in this many processes, never on the HTTP event loop.
