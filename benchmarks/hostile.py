@@ -30,6 +30,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from benchmarks.serve_process import connect
+
 DHT, SOS, EOI, APP2 = 0xC4, 0xDA, 0xD9, 0xE2
 
 
@@ -203,7 +205,7 @@ def picture_attacker(
     """POSTs `bodies` (JSON, by kind) in turn from `first` on, until `stop`; counts each answer by kind and status in
     `answers` while `counting`. It goes on whatever the answer (503 and Retry-After included), as an attacker does."""
     kinds = list(bodies)
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60, source_address=(source, 0))
+    connection = connect(port, source)
     for i in range(first, 10**9):
         while paused.is_set() and not stop.is_set():
             time.sleep(0.1)
@@ -218,7 +220,7 @@ def picture_attacker(
         except (OSError, http.client.HTTPException):
             answer = "no answer"
             connection.close()
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60, source_address=(source, 0))
+            connection = connect(port, source)
         if counting.is_set():
             answers[f"{kind} {answer}"] += 1
     connection.close()

@@ -50,7 +50,7 @@ from torchvision.io import encode_png
 
 from benchmarks import docs_tables
 from benchmarks.hostile import as_mpo, attackers, empty_chunk_png, large_png, many_scan_jpeg
-from benchmarks.serve_process import ServeProcess, free_port
+from benchmarks.serve_process import ServeProcess, connect, free_port
 from mnist_dense.data import load_split
 from mnist_dense.data.files import default_data_dir
 from mnist_dense.deploy.front import find_nginx
@@ -74,7 +74,6 @@ DIGIT_RATE_SHARE = 0.8
 ATTACK_HEAD_START_S = 3.0  # the attackers' process starts (and builds its pictures' requests) before the digits
 DIGITS_ANSWERED_TARGET = 0.99  # at least this share of the digits answered 200 under attack
 MEMORY_TARGET = 1.10  # the memory after the attack: within 10% of the start
-JSON = {"Content-Type": "application/json"}
 HEALTH_EVERY_S = 0.02
 TARGETS_MS = {"health": 100, "digit": 500}
 STOP_TARGET_S = 5.0
@@ -144,10 +143,6 @@ def request_bodies(data_dir: str, count: int) -> tuple[list[bytes], list[int]]:
         for i in indices
     ]
     return bodies, [int(labels[i]) for i in indices]
-
-
-def connect(port: int, source: str) -> http.client.HTTPConnection:
-    return http.client.HTTPConnection("127.0.0.1", port, timeout=60, source_address=(source, 0))
 
 
 def start_server(ckpt: Path, flags: list[str], options: argparse.Namespace, public: bool) -> ServeProcess:

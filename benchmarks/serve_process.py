@@ -22,6 +22,11 @@ from pathlib import Path
 START_TIMEOUT_S = 120
 
 
+def connect(port: int, source: str) -> http.client.HTTPConnection:
+    """A keep-alive connection to the server on 127.0.0.1 from `source`, a loopback address of its own."""
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=60, source_address=(source, 0))
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
