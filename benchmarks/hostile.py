@@ -11,7 +11,8 @@
 - `picture_attacker`: a client that sends such pictures in a loop, whatever the answers.
 - `protocol_attacker`: a client of the HTTP layer, looping endless chunked trailers, pipelining floods, answers
   never read, trickled headers, 8 MB of headers and 16 MB bodies, with idle sockets held open beside them.
-- `attackers`: both kinds at once, each from its own address, in a process of their own at the lowest CPU priority.
+- `attackers`: both kinds at once, each from its own address, in a process of their own at the lowest CPU priority
+  (`lowest_priority`: nice 19 in a scheduling group of its own).
 """
 
 from __future__ import annotations
@@ -239,11 +240,13 @@ def attackers(
     """`picture_attacker` from each of `picture_sources` and `protocol_attacker` from each of `protocol_sources`, all
     at once, until `stop`; the pictures' answers by kind go onto the `results` queue at the end.
 
-    Run in a process of its own, at the lowest CPU priority (nice 19): a public service's attackers run on their own
-    machines, so neither their interpreter lock nor their CPU time should slow the clients being timed, or the
-    service, beyond what the attack itself costs the service; they still take every moment of CPU left idle. What
-    nginx and the service spend on their requests is counted at full priority."""
-    os.nice(19)
+    Run in a process of its own, at the lowest CPU priority (`lowest_priority`): a public service's attackers run on
+    their own machines, so neither their interpreter lock nor their CPU time should slow the clients being timed, or
+    the service, beyond what the attack itself costs the service; they still take every moment of CPU left idle. What
+    nginx and the service spend on their requests is counted at full priority. They stop by themselves when the
+    process that started them is gone."""
+    lowest_priority()
+    threading.Thread(target=stop_when_orphaned, args=(stop,), daemon=True).start()
     answers: list[Counter[str]] = [Counter() for _ in picture_sources]  # one each: no two threads add to one
     threads = [
         threading.Thread(target=picture_attacker, args=(port, source, bodies, i, stop, paused, counting, answers[i]))
@@ -254,3 +257,24 @@ def attackers(
     for thread in threads:
         thread.join()
     results.put(dict(sum(answers, Counter())))
+
+
+def lowest_priority() -> None:
+    """nice 19, in a session of its own whose autogroup is at nice 19 as well.
+
+    Where the kernel groups processes by session for scheduling (autogroup, on by default in Debian's kernels), a
+    group gets the CPU as one task of nice 0 whatever the nice of its processes: nice 19 within the benchmark's own
+    session would still give the attackers half the machine whenever the timed clients wait for an answer.
+    """
+    os.setsid()
+    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as autogroup:  # absent without autogroup
+        autogroup.write("19")
+    os.nice(19)
+
+
+def stop_when_orphaned(stop: Any) -> None:
+    """Sets `stop` once the parent process is gone: in a session of its own, Ctrl-C no longer reaches this one."""
+    parent = os.getppid()
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            stop.set()

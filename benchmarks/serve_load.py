@@ -318,7 +318,9 @@ def run_hostile(ckpt: Path, options: argparse.Namespace, bodies: list[bytes], la
         memory_start = server.memory_mb()
         counting.set()
         attack = spawn.Process(
-            target=attackers, args=(server.port, pictures, protocol, hostile, stop_attack, paused, counting, results)
+            target=attackers,
+            args=(server.port, pictures, protocol, hostile, stop_attack, paused, counting, results),
+            daemon=True,  # ended with this process, whatever ends it
         )
         attack.start()
         prober = threading.Thread(target=probe, daemon=True)

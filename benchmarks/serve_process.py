@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -73,9 +74,12 @@ class ServeProcess:
     def close(self) -> None:
         """Kill whatever is left of the server's session and remove its folder."""
         if self.process.poll() is None or self.processes():
+            folders = self.nginx_prefixes()  # killed, nginx leaves them
             with contextlib.suppress(ProcessLookupError):  # the whole session is gone already
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
         self._folder.cleanup()
 
     def output(self) -> str:
@@ -120,6 +124,17 @@ class ServeProcess:
                 continue
             if fields[0] != "Z" and int(fields[3]) == self.process.pid:
                 found.append(int(entry))
+        return found
+
+    def nginx_prefixes(self) -> list[str]:
+        """`--public`: nginx's prefix folders, from the `-p` of its master process (as root they are in /tmp, outside
+        TMPDIR)."""
+        found = []
+        for pid in self.processes():
+            with contextlib.suppress(OSError):
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
+                if command[:3] == [b"nginx:", b"master", b"process"]:  # the title nginx gives its master process
+                    found.append(command[command.index(b"-p") + 1].decode())
         return found
 
     def memory_mb(self) -> float:

@@ -9,7 +9,6 @@ reason, where nginx is not installed; CI (`.ci/run`) installs it and sets MNIST_
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import json
 import os
@@ -157,17 +156,6 @@ def nginx_memory_mb(server: ServeProcess) -> float:
         except OSError:
             continue
     return total_kb / 1024
-
-
-def prefixes(server: ServeProcess) -> list[str]:
-    """nginx's prefix folders, from the `-p` of its master process (as root they are in /tmp, outside TMPDIR)."""
-    found = []
-    for pid in server.processes():
-        with contextlib.suppress(OSError):
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
-            if command[:3] == [b"nginx:", b"master", b"process"]:  # the title nginx gives its master process
-                found.append(command[command.index(b"-p") + 1].decode())
-    return found
 
 
 def test_one_command_serves_the_page_and_the_digits_through_nginx(pair: ServeProcess, digit_pngs) -> None:
@@ -335,7 +323,7 @@ def test_nginx_answers_its_own_refusals_as_the_service_does(pair: ServeProcess) 
 
 def test_sigterm_ends_nginx_and_serve_and_leaves_nothing(pair: ServeProcess) -> None:
     """The last test of the module: it stops the pair the others used."""
-    folders = prefixes(pair)
+    folders = pair.nginx_prefixes()
     assert len(folders) == 1 and Path(folders[0], "serve.sock").is_socket()
     seconds = pair.stop(signal.SIGTERM)
     assert pair.process.returncode == 0 and pair.processes() == [] and seconds < 10
