@@ -259,6 +259,7 @@ class HostileResult:
     stop_seconds: float = 0.0
     left_running: int = 0
     left_in_temporary: list[str] = field(default_factory=list)
+    tracebacks: int = 0  # in the log of `serve` (nginx's messages included) from start to end
     memory_start_mb: float = 0.0
     memory_peak_mb: float = 0.0
     memory_after_mb: float = 0.0
@@ -345,6 +346,7 @@ def run_hostile(ckpt: Path, options: argparse.Namespace, bodies: list[bytes], la
         answers = results.get(timeout=60)
         attack.join(60)
         left_running, left_in_temporary = len(server.processes()), server.left_in_temporary()
+        tracebacks = server.output().count("Traceback (most recent call last)")
         prober.join(60)
     digit, health_ms = percentiles(latencies), percentiles([seconds for seconds, _ in health])
     return HostileResult(
@@ -366,6 +368,7 @@ def run_hostile(ckpt: Path, options: argparse.Namespace, bodies: list[bytes], la
         stop_seconds=round(stop_seconds, 1),
         left_running=left_running,
         left_in_temporary=left_in_temporary,
+        tracebacks=tracebacks,
         memory_start_mb=round(memory_start),
         memory_peak_mb=round(max(memory, default=memory_start)),
         memory_after_mb=round(memory_after),
@@ -424,6 +427,8 @@ def hostile_table(result: HostileResult) -> str:
         f"- SIGTERM while hostile pictures were still coming -> every process ended: {result.stop_seconds} s,"
         f" {verdict(result.stop_seconds, STOP_TARGET_S)}; left running: {result.left_running};"
         f" left in the temporary directory: {result.left_in_temporary or 'nothing'}",
+        f"- tracebacks in the log of `serve`{' and nginx' if result.public else ''}: {result.tracebacks}"
+        f" ({'met' if result.tracebacks == 0 else 'MISSED'} (target 0))",
     ]) + "\n"  # fmt: skip
 
 
