@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import re
-import shlex
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from benchmarks import bench, keras_tutorial, marks, serve_load, step_costs
+from benchmarks import bench, keras_tutorial, marks, step_costs
 from mnist_dense.data import load_split
-from tests.conftest import BUNDLED_DATA, REPO
+from tests.conftest import BUNDLED_DATA
 
 
 def test_the_keras_run_is_left_out_or_refused_where_tensorflow_does_not_import(capsys: pytest.CaptureFixture) -> None:
@@ -79,11 +77,3 @@ def test_the_attackers_take_the_lowest_priority_in_a_scheduling_group_of_their_o
     process.join(60)
     assert leads_its_session and nice == 19
     assert autogroup is None or autogroup.split()[-2:] == ["nice", "19"]
-
-
-def test_the_bench_serve_arguments_the_docs_show_parse() -> None:
-    lines = re.findall(r'^make bench-serve ARGS="([^"]*)"', (REPO / "docs" / "serving.md").read_text(), re.MULTILINE)
-    assert len(lines) >= 3
-    for args in lines:
-        options = serve_load.parse_args(shlex.split(args))
-        assert set(options.only.split(",")) <= {"on", "off", "hostile"}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import docs_tables
+from benchmarks import docs_tables, serve_load
 from mnist_dense import calibration, shift, show
 from mnist_dense.commands import main
 from mnist_dense.deploy import export, serve
@@ -105,6 +105,16 @@ def test_every_make_command_of_the_docs_is_a_target() -> None:
     assert len(commands) >= 5
     missing = {command.split()[1] for command in commands} - make_targets()
     assert not missing, f"make targets the docs name but the Makefile lacks: {missing}"
+
+
+def test_the_bench_serve_arguments_of_the_docs_parse() -> None:
+    commands = [shlex.split(command) for page in PAGES for command in shell_commands(page)]
+    commands = [words for words in commands if words[:2] == ["make", "bench-serve"]]
+    assert len(commands) >= 3
+    for command in commands:
+        args = next((word.removeprefix("ARGS=") for word in command if word.startswith("ARGS=")), "")
+        options = serve_load.parse_args(shlex.split(args))
+        assert set(options.only.split(",")) <= {"on", "off", "hostile"}, command
 
 
 def slug(heading: str) -> str:
